@@ -1,0 +1,259 @@
+"""Command line: one command per stage, `run` for all of them, `demo` for the built-in data.
+
+Stage commands run that one stage of the pipeline on a workdir, with the workdir's saved
+config (or --config) plus any options given, so they skip, cache and resume exactly as
+`lvlmrec run` does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+import yaml
+from rich.console import Console
+
+from lvlmrec.config import RunConfig, named_config, parse_config
+from lvlmrec.errors import ConfigError, LvlmrecError
+from lvlmrec.workdir import Workdir, to_jsonable
+
+app = typer.Typer(
+    help="lvlmrec: describe product images with an LVLM, encode, fuse, and evaluate "
+    "recommenders fairly over the whole catalog.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+WorkdirOpt = typer.Option(..., "--workdir", "-w", help="Run directory (created if missing).")
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config; default: the workdir's "
+                         "config.yaml from its last run, else built-in defaults.")
+SetOpt = typer.Option(None, "--set", help="Override a config value: --set describe.batch_size=8 "
+                      "(repeatable; the value is parsed as YAML).")
+ProgressOpt = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+
+
+# --------------------------------------------------------------------------- config plumbing
+def _config_dict(config: Path | None, workdir: Path | None) -> tuple[dict[str, Any], str, Path]:
+    """The raw config mapping, a name for error messages, and the folder paths resolve from."""
+    if config is not None:
+        if not config.is_file():
+            raise ConfigError(f"config file not found: {config}")
+        try:
+            return yaml.safe_load(config.read_text()) or {}, str(config), config.parent
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{config}: not valid YAML: {err}") from None
+    if workdir is not None and Workdir(workdir).config_path.is_file():
+        path = Workdir(workdir).config_path
+        return yaml.safe_load(path.read_text()) or {}, str(path), path.parent
+    return {}, "<defaults>", Path.cwd()
+
+
+def _apply_sets(data: dict[str, Any], sets: list[str] | None) -> None:
+    for item in sets or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_run_config(config: Path | None, workdir: Path | None, sets: list[str] | None = None,
+                    overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
+    from lvlmrec.config import resolve_paths
+
+    data, source, base = _config_dict(config, workdir)
+    for section, values in (overrides or {}).items():
+        sub = data.setdefault(section, {})
+        sub.update({k: v for k, v in values.items() if v is not None})
+    _apply_sets(data, sets)
+    return resolve_paths(parse_config(data, source), base)
+
+
+def _run(cfg: RunConfig, workdir: Path, only: list[str] | None = None,
+         force: list[str] | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    from lvlmrec.pipeline import run_pipeline
+
+    return run_pipeline(cfg, Workdir(workdir), only=only, force=force, console=console,
+                        show_progress=progress)
+
+
+# --------------------------------------------------------------------------- whole runs
+@app.command()
+def run(
+    workdir: Path = WorkdirOpt,
+    config: Path = ConfigOpt,
+    only: list[str] = typer.Option(None, "--only", help="Run only these stages (repeatable)."),
+    force: list[str] = typer.Option(None, "--force", help="Re-run these stages even when "
+                                    "unchanged (repeatable; 'all' for every stage)."),
+    set_: list[str] = SetOpt,
+    progress: bool = ProgressOpt,
+) -> None:
+    """Run every stage; unchanged stages are skipped, an interrupted run resumes."""
+    cfg = load_run_config(config, workdir, set_)
+    _run(cfg, workdir, only, force, progress)
+    _where(workdir)
+
+
+@app.command()
+def demo(
+    workdir: Path = typer.Option(Path("runs/demo"), "--workdir", "-w", help="Run directory."),
+    n_items: int = typer.Option(None, help="Catalog size (default from configs/demo.yaml)."),
+    n_users: int = typer.Option(None, help="Number of users (default from configs/demo.yaml)."),
+    seed: int = typer.Option(None, help="Seed of the synthetic catalog."),
+    set_: list[str] = SetOpt,
+    progress: bool = ProgressOpt,
+) -> None:
+    """The whole pipeline on the built-in synthetic fashion catalog (offline, CPU)."""
+    cfg = load_run_config(named_config("demo"), None, set_,
+                          {"dataset": {"n_items": n_items, "n_users": n_users, "seed": seed}})
+    _run(cfg, workdir, progress=progress)
+    _where(workdir)
+
+
+def _where(workdir: Path) -> None:
+    """End of a run: the results table and where the report is, also when all was cached."""
+    from lvlmrec.report.build import load_metrics, print_table, results_table
+
+    wd = Workdir(workdir)
+    if wd.metrics_path.is_file():
+        print_table(results_table(load_metrics(wd)), console)
+    for path in (wd.report_dir / "report.html", wd.report_dir / "report.md"):
+        if path.is_file():
+            console.print(f"\nReport: {path}")
+            break
+    if wd.metrics_path.is_file():
+        console.print(f"Metrics: {wd.metrics_path}")
+
+
+# --------------------------------------------------------------------------- stages
+@app.command()
+def prepare(
+    workdir: Path = WorkdirOpt,
+    format: str = typer.Option(..., "--format", "-f", help="synthetic, kaggle, amazon2018, "
+                               "amazon2023, mmrec or csv."),
+    source: Path = typer.Option(None, help="Dataset folder (kaggle, mmrec)."),
+    reviews: Path = typer.Option(None, help="Reviews JSON lines (amazon2018/2023)."),
+    metadata: Path = typer.Option(None, help="Item metadata JSON lines (optional)."),
+    images: Path = typer.Option(None, help="Folder of images named by item id or source id."),
+    items: Path = typer.Option(None, help="Items CSV (csv)."),
+    interactions: Path = typer.Option(None, help="Interactions CSV (csv)."),
+    n_items: int = typer.Option(None, help="Synthetic: number of items."),
+    n_users: int = typer.Option(None, help="Synthetic: number of users."),
+    image_size: int = typer.Option(None, help="Synthetic: image side in pixels."),
+    seed: int = typer.Option(None, help="Seed (synthetic catalog, random splits)."),
+    min_rating: float = typer.Option(None, help="Keep interactions rated at least this."),
+    kcore: int = typer.Option(None, help="Iterated k-core filter on users and items."),
+    split: str = typer.Option(None, help="random (60/20/20 per user), loo (last two by time) "
+                              "or temporal (global time cut)."),
+    set_: list[str] = typer.Option(None, "--set", help="Other source options: --set "
+                                   "title_col=name (repeatable)."),
+    progress: bool = ProgressOpt,
+) -> None:
+    """Build dataset/ in the workdir from a data source."""
+    values = {"format": format, "source": source, "reviews": reviews, "metadata": metadata,
+              "images": images, "items": items, "interactions": interactions,
+              "n_items": n_items, "n_users": n_users, "image_size": image_size, "seed": seed,
+              "min_rating": min_rating, "kcore": kcore, "split": split}
+    section = {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}
+    _apply_sets(section, set_)
+    data, src, base = _config_dict(None, workdir)
+    data["dataset"] = section
+    from lvlmrec.config import resolve_paths
+
+    cfg = resolve_paths(parse_config(data, "command-line options"), Path.cwd())
+    _run(cfg, workdir, only=["prepare"], progress=progress)
+    info(workdir)
+
+
+@app.command()
+def describe(
+    workdir: Path = WorkdirOpt,
+    config: Path = ConfigOpt,
+    backend: str = typer.Option(None, help="attributes, hf, openai or vllm."),
+    model: str = typer.Option(None, help="Model id or path for the backend."),
+    prompt: str = typer.Option(None, help="Prompt template name."),
+    batch_size: int = typer.Option(None, help="Items per batch."),
+    max_items: int = typer.Option(None, help="Describe at most this many items."),
+    order: str = typer.Option(None, help="all, popularity or random."),
+    set_: list[str] = SetOpt,
+    progress: bool = ProgressOpt,
+) -> None:
+    """Describe item images in text; resumes, never redoes finished items."""
+    cfg = load_run_config(config, workdir, set_, {"describe": {
+        "backend": backend, "model": model, "prompt": prompt, "batch_size": batch_size,
+        "max_items": max_items, "order": order}})
+    _run(cfg, workdir, only=["describe"], progress=progress)
+
+
+@app.command()
+def encode(workdir: Path = WorkdirOpt, config: Path = ConfigOpt, set_: list[str] = SetOpt,
+           progress: bool = ProgressOpt) -> None:
+    """Embed titles, descriptions and images."""
+    _run(load_run_config(config, workdir, set_), workdir, only=["encode"], progress=progress)
+
+
+@app.command()
+def represent(workdir: Path = WorkdirOpt, config: Path = ConfigOpt, set_: list[str] = SetOpt,
+              progress: bool = ProgressOpt) -> None:
+    """Fit every configured representation strategy."""
+    _run(load_run_config(config, workdir, set_), workdir, only=["represent"], progress=progress)
+
+
+@app.command()
+def evaluate(workdir: Path = WorkdirOpt, config: Path = ConfigOpt, set_: list[str] = SetOpt,
+             progress: bool = ProgressOpt) -> None:
+    """Full-catalog ranking for every user and representation."""
+    _run(load_run_config(config, workdir, set_), workdir, only=["evaluate"], progress=progress)
+
+
+@app.command()
+def report(workdir: Path = WorkdirOpt, config: Path = ConfigOpt, set_: list[str] = SetOpt,
+           progress: bool = ProgressOpt) -> None:
+    """Results table and figures."""
+    _run(load_run_config(config, workdir, set_), workdir, only=["report"], progress=progress)
+    _where(workdir)
+
+
+@app.command()
+def info(workdir: Path = WorkdirOpt) -> None:
+    """Dataset provenance and counts, and the state of every stage."""
+    from lvlmrec.pipeline import STAGE_NAMES
+    from lvlmrec.workdir import StageBook, read_json
+
+    wd = Workdir(workdir)
+    if not wd.dataset_json.is_file():
+        raise LvlmrecError(f"no dataset in {workdir}: run `lvlmrec prepare` first")
+    meta = read_json(wd.dataset_json)
+    console.print(yaml.safe_dump(to_jsonable(meta), sort_keys=False).rstrip())
+    book = StageBook(wd)
+    for name in STAGE_NAMES:
+        rec = book.get(name)
+        state = "not run" if rec is None else (
+            "incomplete" if rec.key.startswith("incomplete:") else f"done in {rec.seconds:.1f}s")
+        console.print(f"stage {name}: {state}")
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except LvlmrecError as err:
+        console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("\ninterrupted: finished work is kept; run the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,567 @@
+"""The `attributes` describer: a cheap, offline CPU baseline for the LVLM describers.
+
+It writes one or two plain sentences per product image from measurable attributes:
+- colours: the background (estimated from the border) is removed, foreground pixels are
+  clustered in CIELAB, clusters that differ only by shading are merged, and each cluster
+  is named by the nearest of ~25 named colours;
+- pattern: solid, striped, checked, polka-dot, zigzag, patterned or a printed graphic,
+  from edge density and coverage, a gradient-orientation histogram, FFT periodicity and
+  the shapes of the connected regions of a two-tone segmentation;
+- what it looks like: the top ImageNet labels of EfficientNet-Lite0, when confident;
+- optionally the text printed on the product (RapidOCR).
+
+Example: "A navy and white striped product. It looks like a jersey or a sweatshirt."
+Output is deterministic: no random initialisation, fixed pixel subsampling.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from lvlmrec.describe.base import Describer
+from lvlmrec.encode.image import ImageEncoder
+from lvlmrec.errors import MissingDependencyError
+from lvlmrec.imageio import to_rgb
+
+VERSION = "attributes-v1"
+ANALYSIS_SIZE = 160  # longer side, px; enough for stripes and dots, fast in numpy
+MIN_SHARE = 0.15  # a colour is named when it covers at least this share of the product
+_MAX_PIXELS = 6000  # colour clustering subsample
+_K = 6  # k-means clusters before merging
+
+# Named colours as sRGB prototypes, matched in CIELAB. Some names need two prototypes
+# because CIELAB bends hue in the blues and purples (pure navy #000080 sits nearer the
+# single purple prototype than the single navy one).
+_PALETTE: dict[str, list[tuple[int, int, int]]] = {
+    "white": [(250, 250, 250)],
+    "light grey": [(200, 200, 200)],
+    "grey": [(130, 130, 130)],
+    "dark grey": [(70, 70, 70)],
+    "black": [(15, 15, 15)],
+    "red": [(205, 30, 35)],
+    "dark red": [(125, 20, 30)],
+    "pink": [(245, 160, 190), (255, 105, 180)],
+    "magenta": [(200, 40, 140), (255, 0, 255)],
+    "orange": [(245, 130, 30)],
+    "yellow": [(250, 215, 40)],
+    "gold": [(200, 160, 50)],
+    "beige": [(220, 200, 160)],
+    "tan": [(190, 150, 100)],
+    "brown": [(115, 70, 40)],
+    "olive": [(115, 115, 40)],
+    "green": [(40, 150, 60)],
+    "dark green": [(20, 80, 40), (0, 100, 0)],
+    "mint": [(160, 225, 190)],
+    "teal": [(0, 125, 125)],
+    "turquoise": [(60, 200, 200)],
+    "light blue": [(165, 200, 235), (173, 216, 230), (150, 170, 230)],
+    "blue": [(40, 90, 210), (100, 150, 240), (0, 0, 230)],
+    "navy": [(20, 30, 75), (0, 0, 128)],
+    "purple": [(120, 50, 160), (138, 43, 226)],
+    "lavender": [(190, 170, 220)],
+}
+# Naming tolerates lightness differences more than hue/chroma ones (as CMC l:c = 1.5:1):
+# a shaded or pale version of a colour keeps its name.
+_NAME_WEIGHTS = np.array([1 / 1.5, 1.0, 1.0], dtype=np.float32)
+
+
+def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
+    c = np.asarray(rgb, dtype=np.float32) / 255.0
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+_XYZ = np.array(
+    [[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]],
+    dtype=np.float32,
+)
+_D65 = np.array([0.95047, 1.0, 1.08883], dtype=np.float32)
+
+
+def linear_to_lab(lin: np.ndarray) -> np.ndarray:
+    xyz = (lin @ _XYZ.T) / _D65
+    d = 6.0 / 29.0
+    f = np.where(xyz > d**3, np.cbrt(np.maximum(xyz, 0)), xyz / (3 * d * d) + 4.0 / 29.0)
+    lab = np.empty_like(f)
+    lab[..., 0] = 116.0 * f[..., 1] - 16.0
+    lab[..., 1] = 500.0 * (f[..., 0] - f[..., 1])
+    lab[..., 2] = 200.0 * (f[..., 1] - f[..., 2])
+    return lab
+
+
+_NAMES = [name for name, protos in _PALETTE.items() for _ in protos]
+_PALETTE_LAB = linear_to_lab(srgb_to_linear(np.array([p for ps in _PALETTE.values() for p in ps])))
+
+
+def colour_name(lab: np.ndarray) -> str:
+    """Nearest named colour prototype in CIELAB, lightness weighted down."""
+    d = (((_PALETTE_LAB - lab) * _NAME_WEIGHTS) ** 2).sum(1)
+    return _NAMES[int(np.argmin(d))]
+
+
+@dataclass
+class Colour:
+    name: str
+    share: float  # of foreground pixels
+    lab: np.ndarray
+
+
+@dataclass
+class Attributes:
+    """What the analysis found in one image."""
+
+    colours: list[Colour]  # by decreasing share; the first is the primary colour
+    pattern: str | None  # solid, striped, checked, polka-dot, zigzag, patterned, graphic
+    dot_colour: str | None = None  # polka-dot only: colour of the dots
+    ground_colour: str | None = None  # polka-dot only: colour around the dots
+
+    @property
+    def colour_names(self) -> list[str]:
+        return [c.name for c in self.colours]
+
+
+# --------------------------------------------------------------------------- analysis
+def analyse_image(img: Image.Image, n_colours: int = 2, patterns: bool = True) -> Attributes:
+    """Colours and pattern of the product in one image."""
+    small = to_rgb(img).copy()
+    small.thumbnail((ANALYSIS_SIZE, ANALYSIS_SIZE), Image.Resampling.BOX)
+    lin = srgb_to_linear(np.asarray(small))
+    lab = linear_to_lab(lin)
+    fg, outside = foreground_mask(lab)
+    colours = dominant_colours(lab[fg], lin[fg], n_colours)
+    if not patterns:
+        return Attributes(colours, None)
+    return detect_pattern(lab, fg, outside, colours)
+
+
+def foreground_mask(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The product's pixels, and the background-coloured pixels connected to the border.
+
+    Background-coloured regions inside the product (white stripes of a navy-and-white
+    shirt on a white background) are kept by closing the mask and filling its holes.
+    When the border is not uniform (full-bleed photo) or almost nothing differs from it
+    (a white shirt on white), the whole image is the product.
+    """
+    h, w = lab.shape[:2]
+    b = max(2, round(0.03 * min(h, w)))
+    border = np.concatenate(
+        [a.reshape(-1, 3) for a in (lab[:b], lab[-b:], lab[:, :b], lab[:, -b:])]
+    )
+    bg = np.median(border, axis=0)
+    everything, nothing = np.ones((h, w), dtype=bool), np.zeros((h, w), dtype=bool)
+    if np.mean(np.linalg.norm(border - bg, axis=1) < 10) < 0.6:
+        return everything, nothing
+    differs = np.linalg.norm(lab - bg, axis=2) > 14
+    fg = ndimage.binary_opening(differs, np.ones((2, 2), bool))  # JPEG specks
+    r = _closing_radius(lab.shape)
+    closed = _close(fg, r)
+    labels, n = ndimage.label(closed)
+    if n >= 3 and np.sum(np.bincount(labels.ravel())[1:] >= 0.002 * closed.size) >= 3:
+        closed = _close(fg, round(2.5 * r))  # wide bands or big dots split the product
+    fg = closed
+    if fg.mean() < 0.05:
+        return everything, nothing
+    labels, _ = ndimage.label(~differs)
+    edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    return fg, np.isin(labels, edge_labels[edge_labels > 0])
+
+
+def _close(mask: np.ndarray, r: int) -> np.ndarray:
+    """Morphological closing with a disk, then hole filling; pads so edges do not erode."""
+    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+    disk = xx**2 + yy**2 <= r * r
+    closed = ndimage.binary_closing(np.pad(mask, r), disk)[r:-r, r:-r]
+    return ndimage.binary_fill_holes(closed)
+
+
+def _closing_radius(shape: tuple[int, ...]) -> int:
+    """Gaps inside the product narrower than twice this are bridged (~4.5% of the image)."""
+    return max(2, round(0.045 * max(shape[:2])))
+
+
+def dominant_colours(lab: np.ndarray, lin: np.ndarray, n_colours: int) -> list[Colour]:
+    """Named colours covering at least MIN_SHARE of the pixels (the largest always)."""
+    if len(lab) == 0:
+        return []
+    lab, lin = _subsample(lab), _subsample(lin)
+    assign, centres = kmeans(lab, _K)
+    clusters = [
+        _Cluster(float(sel.mean()), lab[sel].mean(0), lin[sel].mean(0))
+        for sel in (assign == k for k in range(len(centres)))
+        if sel.any()
+    ]
+    by_name: dict[str, _Cluster] = {}
+    for c in _merge_shading(clusters):
+        name = colour_name(c.lab)
+        by_name[name] = by_name[name].merge(c) if name in by_name else c
+    ranked = sorted(by_name.items(), key=lambda kv: (-kv[1].share, kv[0]))
+    out = [Colour(name, c.share, c.lab) for name, c in ranked]
+    return [out[0]] + [c for c in out[1:n_colours] if c.share >= MIN_SHARE]
+
+
+@dataclass
+class _Cluster:
+    share: float
+    lab: np.ndarray  # mean CIELAB
+    lin: np.ndarray  # mean linear RGB
+
+    def merge(self, other: _Cluster) -> _Cluster:
+        s = self.share + other.share
+        wa, wb = self.share / s, other.share / s
+        return _Cluster(s, wa * self.lab + wb * other.lab, wa * self.lin + wb * other.lin)
+
+    @property
+    def luminance(self) -> float:
+        return float(self.lin @ _XYZ[1])
+
+    @property
+    def chromaticity(self) -> np.ndarray:
+        return self.lin / max(float(self.lin.sum()), 1e-6)
+
+
+def kmeans(x: np.ndarray, k: int, iters: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """Lloyd's k-means with deterministic farthest-point initialisation."""
+    centres = [x[np.argmin(np.linalg.norm(x - np.median(x, axis=0), axis=1))]]
+    dist = np.linalg.norm(x - centres[0], axis=1)
+    for _ in range(1, k):
+        i = int(np.argmax(dist))
+        if dist[i] < 1.0:  # fewer distinct colours than k
+            break
+        centres.append(x[i])
+        dist = np.minimum(dist, np.linalg.norm(x - x[i], axis=1))
+    c = np.stack(centres)
+    assign = np.zeros(len(x), dtype=int)
+    for _ in range(iters):
+        assign = np.argmin(((x[:, None, :] - c[None]) ** 2).sum(2), axis=1)
+        new = np.stack(
+            [x[assign == j].mean(0) if (assign == j).any() else c[j] for j in range(len(c))]
+        )
+        if np.allclose(new, c, atol=1e-3):
+            break
+        c = new
+    return assign, c
+
+
+def _merge_shading(clusters: list[_Cluster]) -> list[_Cluster]:
+    """Merge clusters that are the same material under different light.
+
+    Shading scales linear RGB, so it keeps chromaticity (r, g, b)/(r+g+b) and changes
+    luminance moderately; black/white or navy/blue differ in one or the other.
+    """
+    clusters = [c for c in clusters if c.share >= 0.02]
+    while len(clusters) > 1:
+        best, pair = 0.04, None
+        for i in range(len(clusters)):
+            for j in range(i + 1, len(clusters)):
+                lo, hi = sorted((clusters[i].luminance, clusters[j].luminance))
+                if lo < 0.3 * hi or hi < 0.01:
+                    continue
+                d = float(np.linalg.norm(clusters[i].chromaticity - clusters[j].chromaticity))
+                if d < best:
+                    best, pair = d, (i, j)
+        if pair is None:
+            break
+        i, j = pair
+        clusters[i] = clusters[i].merge(clusters.pop(j))
+    total = sum(c.share for c in clusters)
+    return [_Cluster(c.share / total, c.lab, c.lin) for c in clusters]
+
+
+@dataclass
+class _Regions:
+    """Connected regions of one tone of a two-tone segmentation (4-connectivity)."""
+
+    n_compact: int  # blob-like: squat bounding box, fills most of it, small
+    compact_share: float  # of this tone's area, in compact regions
+    compact_area_cv: float
+    n_elongated: int  # long thin regions (bands), by second moments
+    largest_share: float  # of this tone's area, in its largest region
+    share: float  # of the interior, in this tone
+
+
+def _regions(mask: np.ndarray, area_total: int) -> _Regions:
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return _Regions(0, 0.0, 0.0, 0, 0.0, 0.0)
+    idx = np.arange(1, n + 1)
+    area = ndimage.sum_labels(mask, labels, idx)
+    yy, xx = np.indices(mask.shape)
+    my = ndimage.mean(yy, labels, idx)
+    mx = ndimage.mean(xx, labels, idx)
+    vy = ndimage.mean(yy * yy, labels, idx) - my**2
+    vx = ndimage.mean(xx * xx, labels, idx) - mx**2
+    cxy = ndimage.mean(xx * yy, labels, idx) - mx * my
+    tr, det = vx + vy, vx * vy - cxy**2
+    disc = np.sqrt(np.maximum(tr**2 / 4 - det, 0))
+    elong = np.sqrt((tr / 2 + disc) / np.maximum(tr / 2 - disc, 0.25))
+    boxes = ndimage.find_objects(labels)
+    hw = np.array([(s[0].stop - s[0].start, s[1].stop - s[1].start) for s in boxes])
+    extent = area / (hw[:, 0] * hw[:, 1])
+    aspect = hw.max(1) / hw.min(1)
+    real = area >= 5
+    compact = real & (aspect <= 2.0) & (extent >= 0.55) & (area <= 0.08 * area_total)
+    elongated = real & (elong >= 3.0) & (area >= 0.01 * area_total)
+    total = float(area.sum())
+    c_area = area[compact]
+    cv = float(c_area.std() / c_area.mean()) if len(c_area) else 0.0
+    return _Regions(
+        int(compact.sum()),
+        float(c_area.sum() / total),
+        cv,
+        int(elongated.sum()),
+        float(area.max() / total),
+        total / area_total,
+    )
+
+
+def detect_pattern(
+    lab: np.ndarray, fg: np.ndarray, outside: np.ndarray, colours: list[Colour]
+) -> Attributes:
+    """Classify the foreground's texture; falls back to no pattern word when unsure.
+
+    `outside` (background connected to the border) tells a print inside the product
+    from the notches between sleeves and body that closing the mask filled in.
+    """
+    # Drop the silhouette's own edges, and the notches (armpits) that closing filled.
+    interior = ndimage.binary_erosion(fg, iterations=_closing_radius(fg.shape))
+    n_int = int(interior.sum())
+    if n_int < 300:
+        return Attributes(colours, None)
+    light = lab[..., 0]
+    gy, gx = ndimage.sobel(light, 0) / 8, ndimage.sobel(light, 1) / 8
+    mag = np.hypot(gx, gy)
+    strong = (mag > 6) & interior
+    density = strong.sum() / n_int
+
+    # Where: an all-over pattern has edges everywhere; a print or logo in one place.
+    ys, xs = np.nonzero(interior)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    inner = strong & ~ndimage.binary_dilation(outside, iterations=2)
+    cells = [
+        inner[a:b, c:d].sum() / n
+        for a, b in _split(y0, y1, 4)
+        for c, d in _split(x0, x1, 4)
+        if (n := interior[a:b, c:d].sum()) >= 0.3 * n_int / 16
+    ]
+    coverage = np.mean([e >= 0.02 for e in cells])
+    if coverage < 0.5 and max(cells) >= 0.05:
+        return Attributes(colours, "graphic")
+    if density < 0.03:
+        return Attributes(colours, "solid" if len(colours) == 1 else None)
+
+    # How: dominant edge orientations (mod 180 degrees), 10-degree bins.
+    # Directions from a slightly smoothed image: small dots are pixelated squares.
+    smooth = ndimage.gaussian_filter(light, 1.0)
+    sy, sx = ndimage.sobel(smooth, 0)[strong], ndimage.sobel(smooth, 1)[strong]
+    theta = np.mod(np.arctan2(sy, sx), np.pi)
+    hist = np.bincount((theta / np.pi * 18).astype(int) % 18, weights=mag[strong], minlength=18)
+    hist = hist / hist.sum()
+    window = hist + np.roll(hist, 1) + np.roll(hist, -1)
+    p1 = int(np.argmax(window))
+    far = [j for j in range(18) if min(abs(j - p1), 18 - abs(j - p1)) >= 4]
+    p2 = max(far, key=lambda j: window[j])
+    c1, c2 = window[p1], window[p2]
+
+    # Two-tone segmentation of the interior, and the shapes of each tone's regions.
+    pix = _subsample(lab[interior])
+    _, centres = kmeans(pix, 2)
+    if len(centres) < 2:
+        return Attributes(colours, "solid" if len(colours) == 1 else None)
+    near = np.argmin(((lab[..., None, :] - centres) ** 2).sum(-1), axis=-1)
+    masks = [interior & (near == t) for t in (0, 1)]
+    tones = [_regions(m, n_int) for m in masks]
+    periodic = _periodicity(light, interior, (y0, y1, x0, x1))
+
+    for t in (0, 1):
+        blobs, ground = tones[t], tones[1 - t]
+        regular = blobs.n_compact >= 5 and blobs.compact_share >= 0.6
+        if not regular or blobs.compact_area_cv > 0.6:
+            continue
+        # Squares in a connected ground: dots, unless the squares cover as much as the
+        # ground (windowpane) or the ground is itself two bands of colour (gingham).
+        if ground.largest_share < 0.7 or blobs.share >= 0.3 or _two_toned(lab[masks[1 - t]]):
+            if blobs.n_compact >= 6 and (blobs.share >= 0.2 or ground.largest_share < 0.7):
+                return Attributes(colours, "checked")
+            continue
+        dot, ground_name = colour_name(centres[t]), colour_name(centres[1 - t])
+        return Attributes(colours, "polka-dot", dot, ground_name)
+    n_bands = sum(t.n_elongated for t in tones)
+    if c1 >= 0.6 and (periodic >= 0.25 or n_bands >= 3):
+        return Attributes(colours, "striped")
+    if c1 + c2 >= 0.6 and c2 >= 0.2 and n_bands >= 3:
+        return Attributes(colours, "zigzag")
+    return Attributes(colours, "patterned" if density >= 0.12 else None)
+
+
+def _subsample(x: np.ndarray) -> np.ndarray:
+    """At most _MAX_PIXELS rows, evenly spaced: deterministic and unbiased for images."""
+    return x[np.linspace(0, len(x) - 1, min(len(x), _MAX_PIXELS)).astype(int)]
+
+
+def _two_toned(lab: np.ndarray) -> bool:
+    """Whether pixels form two clearly different colours, each a fifth or more."""
+    if len(lab) < 20:
+        return False
+    assign, centres = kmeans(_subsample(lab), 2)
+    if len(centres) < 2:
+        return False
+    share = assign.mean()
+    return min(share, 1 - share) >= 0.2 and float(np.linalg.norm(centres[0] - centres[1])) > 20
+
+
+def _split(lo: int, hi: int, n: int) -> list[tuple[int, int]]:
+    edges = np.linspace(lo, hi, n + 1).round().astype(int)
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _periodicity(light: np.ndarray, interior: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """Share of the texture's spectral energy in its 6 strongest peaks (0 = aperiodic)."""
+    y0, y1, x0, x1 = box
+    patch = light[y0:y1, x0:x1].astype(np.float64)
+    inside = interior[y0:y1, x0:x1]
+    patch = np.where(inside, patch - patch[inside].mean(), 0.0)
+    patch *= np.outer(np.hanning(patch.shape[0]), np.hanning(patch.shape[1]))
+    power = np.abs(np.fft.fftshift(np.fft.fft2(patch))) ** 2
+    cy, cx = power.shape[0] // 2, power.shape[1] // 2
+    power[cy - 2 : cy + 3, cx - 2 : cx + 3] = 0  # DC and the window's own blur
+    total = power.sum()
+    if total <= 0:
+        return 0.0
+    smooth = ndimage.uniform_filter(power, 3) * 9  # energy of each 3x3 neighbourhood
+    peaks = (power == ndimage.maximum_filter(power, 3)) & (power > 0)
+    top = np.sort(smooth[peaks])[::-1][:6]
+    return float(top.sum() / total)
+
+
+# --------------------------------------------------------------------------- sentences
+def _article(phrase: str) -> str:
+    word = phrase.lower()
+    vowel = word[:1] in "aeiou" and not word.startswith(("eu", "uni", "use", "one"))
+    return "an" if vowel or word.startswith(("hour", "honest")) else "a"
+
+
+def _join(words: list[str], last: str = "and") -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {last} {words[-1]}"
+
+
+_PLURAL_LABELS = {"binoculars", "parallel bars", "sunglasses", "swimming trunks"}
+
+
+def _with_article(label: str) -> str:
+    return label if label in _PLURAL_LABELS else f"{_article(label)} {label}"
+
+
+def sentence(attrs: Attributes, labels: list[str], text: str = "") -> str:
+    """Compose the description: colours and pattern, then labels and text when present."""
+    colours = _join(attrs.colour_names) if attrs.colours else ""
+    p = attrs.pattern
+    if p == "polka-dot" and attrs.dot_colour != attrs.ground_colour:
+        phrase = f"{attrs.ground_colour} product with {attrs.dot_colour} polka dots"
+    elif p == "solid":
+        phrase = f"solid {colours} product"
+    elif p in ("striped", "checked", "patterned", "polka-dot"):
+        phrase = f"{colours} {p} product"
+    elif p == "zigzag":
+        phrase = f"{colours} product with a zigzag pattern"
+    elif p == "graphic":
+        phrase = f"{colours} product with a printed graphic"
+    else:
+        phrase = f"{colours} product"
+    phrase = " ".join(phrase.split())  # no colours found: no double space
+    parts = [f"{_article(phrase).capitalize()} {phrase}."]
+    if labels:
+        parts.append(f"It looks like {_join([_with_article(x) for x in labels], 'or')}.")
+    if text:
+        parts.append(f'It shows the text "{text}".')
+    return " ".join(parts)
+
+
+# --------------------------------------------------------------------------- describer
+class AttributesDescriber(Describer):
+    """Offline describer from colours, patterns, ImageNet labels and optional OCR."""
+
+    backend = "attributes"
+
+    def __init__(
+        self,
+        label_threshold: float = 0.15,
+        max_labels: int = 2,
+        n_colours: int = 2,
+        patterns: bool = True,
+        ocr: bool = False,
+        device: str = "auto",
+        image_encoder: ImageEncoder | None = None,
+    ):
+        self.label_threshold = label_threshold
+        self.max_labels = max_labels
+        self.n_colours = n_colours
+        self.patterns = patterns
+        self.ocr = ocr
+        if ocr and importlib.util.find_spec("rapidocr_onnxruntime") is None:
+            raise _ocr_missing()
+        self.device = device
+        self._encoder = image_encoder
+        self._ocr_engine = None
+
+    @property
+    def model_id(self) -> str:
+        return VERSION
+
+    def settings(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "version": VERSION,
+            "label_threshold": self.label_threshold,
+            "max_labels": self.max_labels,
+            "n_colours": self.n_colours,
+            "patterns": self.patterns,
+            "ocr": self.ocr,
+        }
+        if self.max_labels > 0:
+            out["label_model"] = self._image_encoder().model_id
+        return out
+
+    def _image_encoder(self) -> ImageEncoder:
+        if self._encoder is None:
+            self._encoder = ImageEncoder(device=self.device)
+        return self._encoder
+
+    def describe(
+        self, images: list[Image.Image | None], titles: list[str] | None = None
+    ) -> list[str]:
+        """One description per image; titles are ignored. A None image gives ""."""
+        labels: list[list[str]] = [[] for _ in images]
+        if self.max_labels > 0:
+            outputs = self._image_encoder().encode_and_classify(images, show_progress_bar=False)
+            top = outputs.top_labels(self.max_labels, self.label_threshold)
+            # dict.fromkeys: ImageNet repeats a few names ("maillot", "crane")
+            labels = [list(dict.fromkeys(name for name, _ in row)) for row in top]
+        texts = []
+        for img, lab in zip(images, labels):
+            if img is None:
+                texts.append("")
+                continue
+            attrs = analyse_image(img, self.n_colours, self.patterns)
+            texts.append(sentence(attrs, lab, self._read_text(img) if self.ocr else ""))
+        return texts
+
+    def _read_text(self, img: Image.Image, max_words: int = 8) -> str:
+        """Confident OCR lines, in reading order, cut to max_words."""
+        if self._ocr_engine is None:
+            try:
+                from rapidocr_onnxruntime import RapidOCR
+            except ImportError:
+                raise _ocr_missing() from None
+            self._ocr_engine = RapidOCR()
+        # A PIL image (not an array) so RapidOCR converts RGB to the BGR it expects.
+        result, _ = self._ocr_engine(to_rgb(img))
+        words = [w for _, line, score in result or [] if float(score) >= 0.6 for w in line.split()]
+        return " ".join(words[:max_words]).replace('"', "'")
+
+
+def _ocr_missing() -> MissingDependencyError:
+    return MissingDependencyError("rapidocr-onnxruntime", "ocr", "OCR in the attributes describer")

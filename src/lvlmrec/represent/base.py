@@ -1,0 +1,208 @@
+"""One recommender protocol shared by every representation.
+
+scikit-learn style: parameters in `__init__`, work in `fit`, learned state in attributes
+ending with `_`. After `fit`, every model answers `score(user_ids, history)`: the scores of
+all items for a block of users, given each user's known items as rows of a sparse matrix.
+The evaluator, the report and the server only ever call that, so no model is special-cased.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from lvlmrec.errors import StageError
+from lvlmrec.workdir import atomic_path, write_json
+
+
+@dataclasses.dataclass
+class TrainData:
+    """What a model may learn from. Test interactions are never part of it."""
+
+    train: sp.csr_matrix  # users x items, binary
+    valid: sp.csr_matrix  # users x items, binary (early stopping and selection only)
+    embedding: Callable[[str], np.ndarray]  # source name -> (n_items, d) array
+    seed: int = 0
+    device: str = "cpu"
+    models_dir: Path | None = None
+    show_progress: bool = True
+
+    @property
+    def n_users(self) -> int:
+        return self.train.shape[0]
+
+    @property
+    def n_items(self) -> int:
+        return self.train.shape[1]
+
+    def valid_recall(self, model: Recommender, k: int = 20) -> float:
+        """Mean Recall@k on validation with training history masked (for early stopping)."""
+        from lvlmrec.evaluate.ranking import evaluate_model
+
+        users = np.flatnonzero(np.diff(self.valid.indptr) > 0)
+        per_user = evaluate_model(model, users, self.train, self.valid, ks=[k],
+                                  show_progress=False)
+        return float(per_user[f"recall@{k}"].mean()) if len(per_user) else 0.0
+
+
+class Recommender:
+    """Base class. Subclasses implement `fit` and `score`; the rest comes for free."""
+
+    #: a short human name for tables; the registry name is the config's `name`.
+    label: str = ""
+
+    # ------------------------------------------------------------------ protocol
+    def fit(self, data: TrainData) -> Recommender:
+        raise NotImplementedError
+
+    def score(self, user_ids: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """(len(user_ids), n_items) float32 scores; `history` has one row per user."""
+        raise NotImplementedError
+
+    def item_vectors(self) -> np.ndarray | None:
+        """Item embeddings in the space `score` works in, when the model has one."""
+        return getattr(self, "item_vectors_", None)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def n_items(self) -> int:
+        raise NotImplementedError
+
+    def recommend(
+        self,
+        history_items: list[int] | np.ndarray,
+        k: int = 10,
+        user_id: int = -1,
+        exclude_history: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k item ids and scores for one user given their known items."""
+        history_items = np.asarray(history_items, dtype=np.int64)
+        hist = sp.csr_matrix(
+            (np.ones(len(history_items), np.float32),
+             (np.zeros(len(history_items), np.int64), history_items)),
+            shape=(1, self.n_items),
+        )
+        hist.sum_duplicates()
+        hist.data[:] = 1.0
+        scores = self.score(np.array([user_id]), hist)[0].astype(np.float64)
+        if exclude_history and len(history_items):
+            scores[history_items] = -np.inf
+        return top_k(scores, k)
+
+    def similar_items(self, item_id: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+        """Items most similar to one item (cosine in the model's item space)."""
+        vecs = self.item_vectors()
+        if vecs is None:
+            hist_ids, hist_scores = self.recommend([item_id], k=k)
+            return hist_ids, hist_scores
+        v = np.asarray(vecs, dtype=np.float32)
+        norms = np.linalg.norm(v, axis=1)
+        norms[norms == 0] = 1.0
+        scores = (v @ v[item_id]) / (norms * norms[item_id])
+        scores = scores.astype(np.float64)
+        scores[item_id] = -np.inf
+        return top_k(scores, k)
+
+    # ------------------------------------------------------------------ params and state
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"
+                and sig.parameters[p].kind not in (inspect.Parameter.VAR_POSITIONAL,
+                                                   inspect.Parameter.VAR_KEYWORD)]
+
+    def get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def _state(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items()
+                if k.endswith("_") and not k.startswith("_")}
+
+    def is_fitted(self) -> bool:
+        return bool(self._state())
+
+    def save(self, path: str | Path) -> list[Path]:
+        """Write params (JSON) and learned state (arrays) into folder `path`."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        dense: dict[str, np.ndarray] = {}
+        scalars: dict[str, Any] = {}
+        written: list[Path] = []
+        for key, value in self._state().items():
+            if sp.issparse(value):
+                target = path / f"{key}.npz"
+                with atomic_path(target) as tmp:
+                    with open(tmp, "wb") as fh:
+                        sp.save_npz(fh, sp.csr_matrix(value))
+                written.append(target)
+            elif isinstance(value, np.ndarray):
+                dense[key] = value
+            else:
+                scalars[key] = value
+        arrays = path / "state.npz"
+        with atomic_path(arrays) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **dense)
+        written.append(arrays)
+        meta = path / "model.json"
+        write_json(meta, {
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "params": self.get_params(),
+            "scalars": scalars,
+        })
+        written.append(meta)
+        return written
+
+    @classmethod
+    def load(cls, path: str | Path) -> Recommender:
+        import importlib
+
+        path = Path(path)
+        meta_path = path / "model.json"
+        if not meta_path.is_file():
+            raise StageError(f"no saved model in {path}")
+        meta = json.loads(meta_path.read_text())
+        module, _, qual = meta["class"].rpartition(".")
+        klass = getattr(importlib.import_module(module), qual)
+        model = klass(**meta["params"])
+        for key, value in meta.get("scalars", {}).items():
+            setattr(model, key, value)
+        with np.load(path / "state.npz") as npz:
+            for key in npz.files:
+                setattr(model, key, npz[key])
+        for sparse_file in path.glob("*_.npz"):
+            setattr(model, sparse_file.stem, sp.load_npz(sparse_file).tocsr())
+        return model
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+
+def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the k largest finite scores, best first, ties by lower id."""
+    finite = np.flatnonzero(np.isfinite(scores))
+    k = min(k, len(finite))
+    if k == 0:
+        return np.empty(0, np.int64), np.empty(0, np.float64)
+    vals = scores[finite]
+    part = np.argpartition(-vals, k - 1)[:k] if k < len(vals) else np.arange(len(vals))
+    # include every item tied with the k-th score so the id tie-break is exact
+    kth = vals[part].min()
+    cand = np.flatnonzero(vals >= kth)
+    order = np.lexsort((finite[cand], -vals[cand]))[:k]
+    idx = finite[cand[order]]
+    return idx.astype(np.int64), scores[idx]
+
+
+def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, eps)

@@ -1,0 +1,302 @@
+"""The run directory: where each artifact lives, atomic writes, and stage records.
+
+A stage is skipped when its record says it ran with the same key (a hash of its settings
+and of its inputs' content) and its outputs are still there unchanged. Outputs are written
+to a temporary name and renamed, so a crash never leaves a half-written artifact behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+STAGES_DIR = ".lvlmrec/stages"
+
+
+class Workdir:
+    """Artifact paths of one run (DESIGN §1)."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"Workdir({str(self.root)!r})"
+
+    # folders
+    @property
+    def dataset_dir(self) -> Path:
+        return self.root / "dataset"
+
+    @property
+    def descriptions_dir(self) -> Path:
+        return self.root / "descriptions"
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.root / "embeddings"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.report_dir / "figures"
+
+    @property
+    def stages_dir(self) -> Path:
+        return self.root / STAGES_DIR
+
+    # files
+    @property
+    def items_path(self) -> Path:
+        return self.dataset_dir / "items.parquet"
+
+    @property
+    def interactions_path(self) -> Path:
+        return self.dataset_dir / "interactions.parquet"
+
+    @property
+    def users_path(self) -> Path:
+        return self.dataset_dir / "users.parquet"
+
+    @property
+    def dataset_json(self) -> Path:
+        return self.dataset_dir / "dataset.json"
+
+    @property
+    def features_dir(self) -> Path:
+        """Embeddings that came with the dataset (e.g. the Kaggle archive's feature arrays)."""
+        return self.dataset_dir / "features"
+
+    @property
+    def descriptions_db(self) -> Path:
+        return self.descriptions_dir / "descriptions.sqlite"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.results_dir / "metrics.csv"
+
+    @property
+    def run_json(self) -> Path:
+        return self.results_dir / "run.json"
+
+    def embedding_path(self, name: str) -> Path:
+        return self.embeddings_dir / f"{name}.npy"
+
+    def model_dir(self, name: str) -> Path:
+        return self.models_dir / name
+
+    def resolve(self, path: str | os.PathLike) -> Path:
+        """Paths stored in artifacts are relative to the workdir when they live inside it."""
+        p = Path(path)
+        return p if p.is_absolute() else self.root / p
+
+    def relative(self, path: str | os.PathLike) -> str:
+        p = Path(path).resolve()
+        try:
+            return str(p.relative_to(self.root.resolve()))
+        except ValueError:
+            return str(p)
+
+
+# --------------------------------------------------------------------------- atomic writes
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to `path`; rename it over `path` only on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+
+
+def write_parquet(path: str | os.PathLike, df) -> None:
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+
+
+def write_csv(path: str | os.PathLike, df) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+# --------------------------------------------------------------------------- hashing
+def to_jsonable(obj: Any) -> Any:
+    if hasattr(obj, "model_dump"):
+        return to_jsonable(obj.model_dump(mode="json"))
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(dataclasses.asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set)):
+        items = [to_jsonable(v) for v in obj]
+        return sorted(items, key=repr) if isinstance(obj, set) else items
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+def hash_obj(obj: Any) -> str:
+    blob = json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fingerprint(path: Path) -> dict[str, Any]:
+    """Cheap identity of an output: size and mtime of a file, or of every file in a folder."""
+    if path.is_dir():
+        entries = sorted(
+            (str(p.relative_to(path)), p.stat().st_size) for p in path.rglob("*") if p.is_file()
+        )
+        return {"kind": "dir", "n_files": len(entries), "listing": hash_obj(entries)}
+    st = path.stat()
+    return {"kind": "file", "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _content_digest(path: Path) -> str:
+    if path.is_dir():
+        return hash_obj(_fingerprint(path))
+    return file_digest(path)
+
+
+# --------------------------------------------------------------------------- stage records
+@dataclasses.dataclass
+class StageRecord:
+    name: str
+    key: str
+    digest: str
+    outputs: dict[str, dict[str, Any]]
+    seconds: float
+    finished_at: float
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class StageBook:
+    """Reads and writes the records under `<workdir>/.lvlmrec/stages/`."""
+
+    def __init__(self, workdir: Workdir):
+        self.workdir = workdir
+
+    def _path(self, name: str) -> Path:
+        return self.workdir.stages_dir / f"{name}.json"
+
+    def get(self, name: str) -> StageRecord | None:
+        path = self._path(name)
+        if not path.is_file():
+            return None
+        try:
+            return StageRecord(**read_json(path))
+        except (ValueError, TypeError):
+            return None
+
+    def is_current(self, name: str, key: str) -> bool:
+        rec = self.get(name)
+        if rec is None or rec.key != key:
+            return False
+        for rel, fp in rec.outputs.items():
+            path = self.workdir.resolve(rel)
+            if not path.exists() or _fingerprint(path) != fp["fingerprint"]:
+                return False
+        return True
+
+    def finish(
+        self,
+        name: str,
+        key: str,
+        outputs: list[Path],
+        seconds: float,
+        info: dict[str, Any] | None = None,
+        digest: str | None = None,
+    ) -> StageRecord:
+        """Record a finished stage. `digest` (what downstream keys hash) defaults to a hash
+        of the outputs' content."""
+        recorded: dict[str, dict[str, Any]] = {}
+        for path in sorted(set(outputs)):
+            path = Path(path)
+            recorded[self.workdir.relative(path)] = {
+                "fingerprint": _fingerprint(path),
+                "digest": _content_digest(path),
+            }
+        if digest is None:
+            digest = hash_obj({rel: v["digest"] for rel, v in recorded.items()})
+        rec = StageRecord(
+            name=name,
+            key=key,
+            digest=digest,
+            outputs=recorded,
+            seconds=round(seconds, 3),
+            finished_at=time.time(),
+            info=info or {},
+        )
+        write_json(self._path(name), rec)
+        return rec
+
+    def invalidate(self, name: str) -> None:
+        self._path(name).unlink(missing_ok=True)
+
+    def digest(self, name: str) -> str | None:
+        rec = self.get(name)
+        return rec.digest if rec else None
