@@ -1,0 +1,3 @@
+from lvlmrec.cli import main
+
+main()

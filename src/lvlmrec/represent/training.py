@@ -1,0 +1,47 @@
+"""Shared pieces of every trained model: seeding and early stopping on validation.
+
+Models train on training interactions only; the validation split decides when to stop and
+which epoch's weights to keep. Test interactions never reach a trainer.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from typing import Any
+
+import numpy as np
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+class EarlyStopping:
+    """Keep the best validation score and the state that produced it; stop after
+    `patience` evaluations without improvement."""
+
+    def __init__(self, patience: int = 3, min_delta: float = 0.0):
+        self.patience = patience
+        self.min_delta = min_delta
+        self.best_score = -np.inf
+        self.best_epoch = -1
+        self.best_state: Any = None
+        self.history: list[tuple[int, float]] = []
+        self._bad = 0
+
+    def step(self, epoch: int, score: float, state: Any = None) -> bool:
+        """Record one evaluation; returns True when training should stop."""
+        self.history.append((epoch, float(score)))
+        if score > self.best_score + self.min_delta:
+            self.best_score = float(score)
+            self.best_epoch = epoch
+            self.best_state = copy.deepcopy(state)
+            self._bad = 0
+        else:
+            self._bad += 1
+        return self._bad >= self.patience
