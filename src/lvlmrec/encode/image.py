@@ -37,6 +37,8 @@ from lvlmrec.imageio import load_image, to_rgb
 ImageInput = Image.Image | str | os.PathLike | None
 
 MODEL_NAME = "efficientnet-lite0"
+#: bump when `letterbox` or normalisation changes: cached image embeddings then recompute
+PREPROCESSING_VERSION = 1
 FEATURE_DIM = 1280
 # EfficientNet-Lite was trained on (pixel - 127) / 128.
 _MEAN, _STD = 0.498, 0.502

@@ -68,14 +68,14 @@ def encode_all(cfg: EncodeConfig, workdir: Workdir, ds: Dataset, console: Consol
         name = f"image_{_image_source_name(cfg.image_model)}"
         fingerprints = [(str(p), p.stat().st_size, p.stat().st_mtime_ns)
                         if p is not None and p.is_file() else None for p in paths]
-        key = hash_obj({"model": cfg.image_model, "size": cfg.image_size,
+        from lvlmrec.encode.image import PREPROCESSING_VERSION, ImageEncoder
+
+        encoder = ImageEncoder(cfg.image_model, device=cfg.device,
+                               batch_size=cfg.image_batch_size, image_size=cfg.image_size)
+        key = hash_obj({"model": encoder.model_id, "preprocessing": PREPROCESSING_VERSION,
                         "images": hash_obj(fingerprints)})
         meta = embedding_meta(workdir, name)
         if meta is None or meta.get("key") != key:
-            from lvlmrec.encode.image import ImageEncoder
-
-            encoder = ImageEncoder(cfg.image_model, device=cfg.device,
-                                   batch_size=cfg.image_batch_size, image_size=cfg.image_size)
             console.print(f"  encoding {sum(p is not None for p in paths)} images "
                           f"with {cfg.image_model}")
             emb = encoder.encode(paths, show_progress_bar=show_progress)
