@@ -183,3 +183,12 @@ def test_changed_input_file_prepares_again(tmp_path):
     events.write_text(events.read_text() + "c9,S-0,5,2024-02-01\n")
     assert run_pipeline(cfg, wd, only=["prepare"], show_progress=False)[0]["status"] == "ran"
     assert Dataset.load(wd).n_users == 6
+
+
+def test_error_lines_count_quoted_line_breaks_and_blank_lines(tmp_path):
+    _catalog(tmp_path)
+    (tmp_path / "items.csv").write_text(
+        'sku,name,blurb,picture,colour\nS-0,A,"two\nlines",,red\n\nS-1,B,x,,red\n'
+        'S-1,C,y,,red\n')
+    with pytest.raises(DataError, match=r"items.csv: item 'S-1' appears twice \(lines 5 and 6\)"):
+        load_csv(_source(tmp_path), show_progress=False)

@@ -159,8 +159,8 @@ ERRORS = {
         r"embed_image.npy: data ends at row 6 of 8; is the file truncated"),
     "not a npy": (lambda f: (f / "embed_image.npy").write_bytes(b"hello"),
                   r"embed_image.npy: not a .npy array file"),
-    "nan feature": (lambda f: np.save(f / "embed_image.npy",
-                                      np.where(np.arange(8)[:, None] == 4, np.nan, np.ones((8, 4)))),
+    "nan feature": (lambda f: np.save(f / "embed_image.npy", np.where(
+        np.arange(8)[:, None] == 4, np.nan, np.ones((8, 4)))),
                     r"embed_image.npy: row 4 \(item 4\) has NaN"),
     "duplicate item id": (lambda f: _rewrite(f / "items.txt", lambda t: t.replace(
         f"{ASINS[3]},3", f"{ASINS[3]},2")), r"items.txt: id 2 appears twice \(lines 4 and 5\)"),

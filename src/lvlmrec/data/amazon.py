@@ -19,6 +19,7 @@ import gzip
 import html
 import json
 import re
+import zlib
 from array import array
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -103,7 +104,7 @@ def iter_records(path: Path, desc: str = "reading", show_progress: bool = False,
                     if m is not None and m.group(1) not in wanted_b:
                         continue
                 yield lineno, parse_record(line, f"{path}:{lineno}")
-        except (EOFError, OSError, gzip.BadGzipFile) as err:
+        except (EOFError, OSError, zlib.error) as err:  # gzip: truncated or corrupt
             raise DataError(f"{path}: cannot read past line {lineno} "
                             f"({type(err).__name__}: {err}); is the file truncated?") from None
 

@@ -3,8 +3,8 @@
 Column names are options (`CsvSource`). The items table gives each item's original id
 (kept as `source_id`), title, optional text and optional image column (a URL, kept as
 `image_url` for `lvlmrec fetch-images`, or a file path relative to the image folder or to
-the CSV's folder); other columns are kept unless their names clash with standard ones. Images are otherwise found in the image
-folder by the item's original id (`<id>.jpg`, `.png`, ...).
+the CSV's folder); other columns are kept unless their names clash with standard ones.
+Images are otherwise found in the image folder by the item's original id (`<id>.jpg`, ...).
 
 Interactions: with a split column (train/valid/test, also validation/val or 0/1/2) that
 split is used as given: duplicates and users without training history are errors, and k-core
@@ -15,6 +15,7 @@ keep at least one interaction.
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,28 @@ def read_table(path: Path, columns: list[str], sep: str = ",") -> pd.DataFrame:
                          usecols=list(dict.fromkeys(columns)))
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot parse as CSV: {err}") from None
-    df["line"] = np.arange(len(df)) + 2
+    df["line"] = row_lines(path, len(df), sep)
     return df
+
+
+def row_lines(path: Path, n_rows: int, sep: str = ",") -> np.ndarray:
+    """The 1-based line on which each data row starts (the header is line 1). Counting
+    newlines is enough unless quoted fields span lines or blank lines are skipped; only
+    then is the file walked with the csv module."""
+    with open(path, "rb") as fh:
+        n_lines = sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
+        fh.seek(-1, 2)
+        n_lines += fh.read(1) != b"\n"
+    if n_lines == n_rows + 1:
+        return np.arange(n_rows) + 2
+    starts, line = [], 1
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh, delimiter=sep)
+        for record in reader:
+            if record:  # pandas skips blank lines too
+                starts.append(line)
+            line = reader.line_num + 1
+    return np.asarray(starts[1:n_rows + 1])
 
 
 def first_bad(df: pd.DataFrame, mask: pd.Series | np.ndarray) -> pd.Series | None:

@@ -138,7 +138,8 @@ def _download(client: httpx.Client, url: str, stem: str, images_dir: Path, timeo
                 if total > max_bytes:
                     raise _Permanent(f"too big: more than max_bytes {max_bytes} bytes")
                 if time.monotonic() > deadline:
-                    raise httpx.ReadTimeout(f"took longer than {timeout}s", request=response.request)
+                    raise httpx.ReadTimeout(f"took longer than {timeout}s",
+                                            request=response.request)
                 fh.write(chunk)
         try:
             with Image.open(tmp) as img:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from lvlmrec.config import KaggleSource
 from lvlmrec.data.amazon import join_metadata, read_metadata
+from lvlmrec.data.csvdata import row_lines
 from lvlmrec.data.features import feature_stats, read_features
 from lvlmrec.data.images import link_images
 from lvlmrec.data.schema import SPLITS, Dataset
@@ -51,7 +52,7 @@ def read_csv_checked(path: Path, header: list[str], int_columns: list[str]) -> p
                          keep_default_na=False, skip_blank_lines=True)
     except (pd.errors.ParserError, ValueError) as err:
         raise DataError(f"{path}: cannot parse: {err}") from None
-    df["line"] = np.arange(len(df)) + 2
+    df["line"] = row_lines(path, len(df))
     for col in int_columns:
         values = pd.to_numeric(df[col].str.strip(), errors="coerce")
         bad = values.isna() | (values != np.floor(values)) | (values < 0)

@@ -47,9 +47,9 @@ def find_inter_file(folder: Path, name: str | None) -> Path:
         return path
     found = sorted(folder.glob("*.inter"))
     if len(found) != 1:
-        raise DataError(f"{folder}: expected one <name>.inter file, found "
-                        f"{len(found) or 'none'}{': ' + ', '.join(p.name for p in found) if found else ''}"
-                        f"; pass the dataset name")
+        names = ", ".join(p.name for p in found) or "none"
+        raise DataError(f"{folder}: expected one <name>.inter file, found {len(found)} "
+                        f"({names}); pass the dataset name")
     return found[0]
 
 
