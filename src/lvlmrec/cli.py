@@ -155,15 +155,16 @@ def prepare(
     kcore: int = typer.Option(None, help="Iterated k-core filter on users and items."),
     split: str = typer.Option(None, help="random (60/20/20 per user), loo (last two by time) "
                               "or temporal (global time cut)."),
+    name: str = typer.Option(None, help="MMRec: dataset name (<name>.inter)."),
     set_: list[str] = typer.Option(None, "--set", help="Other source options: --set "
                                    "title_col=name (repeatable)."),
     progress: bool = ProgressOpt,
 ) -> None:
-    """Build dataset/ in the workdir from a data source."""
+    """Build dataset/ in the workdir from a data source (docs/data.md lists the formats)."""
     values = {"format": format, "source": source, "reviews": reviews, "metadata": metadata,
               "images": images, "items": items, "interactions": interactions,
               "n_items": n_items, "n_users": n_users, "image_size": image_size, "seed": seed,
-              "min_rating": min_rating, "kcore": kcore, "split": split}
+              "min_rating": min_rating, "kcore": kcore, "split": split, "name": name}
     section = {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}
     _apply_sets(section, set_)
     data, src, base = _config_dict(None, workdir)
@@ -173,6 +174,50 @@ def prepare(
     cfg = resolve_paths(parse_config(data, "command-line options"), Path.cwd())
     _run(cfg, workdir, only=["prepare"], progress=progress)
     info(workdir)
+
+
+@app.command("fetch-images")
+def fetch_images(
+    workdir: Path = WorkdirOpt,
+    concurrency: int = typer.Option(8, min=1, help="Parallel downloads."),
+    timeout: float = typer.Option(30.0, min=0.1, help="Seconds allowed per download."),
+    retries: int = typer.Option(3, min=0, help="Retries of a transient failure (backoff 1, 2, "
+                                "4 ... s)."),
+    max_bytes: int = typer.Option(20_000_000, min=1, help="Largest image accepted, in bytes."),
+    progress: bool = ProgressOpt,
+) -> None:
+    """Download item images from their image_url into dataset/images; resumable."""
+    from lvlmrec.data.fetch import fetch_images as run_fetch
+
+    summary, failures = run_fetch(Workdir(workdir), concurrency=concurrency, timeout=timeout,
+                                  retries=retries, max_bytes=max_bytes, show_progress=progress)
+    console.print(summary.line(), soft_wrap=True)
+    for failure in failures[:5]:
+        console.print(f"  [yellow]item {failure.item_id}: {failure.error}[/yellow]",
+                      soft_wrap=True)
+    if failures:
+        console.print(f"  all {len(failures)} failures: "
+                      f"{Workdir(workdir).dataset_dir / 'fetch_errors.csv'}", soft_wrap=True)
+
+
+@app.command("export-mmrec")
+def export_mmrec(
+    workdir: Path = WorkdirOpt,
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the MMRec dataset to."),
+    name: str = typer.Option("lvlmrec", help="Dataset name: <name>.inter, <name>.yaml."),
+    text_source: str = typer.Option("description", help="Embedding source for text_feat.npy "
+                                    "(description, title, dataset:text_clip, ...; none: skip)."),
+    image_source: str = typer.Option("efficientnet", help="Embedding source for image_feat.npy "
+                                     "(none: skip)."),
+) -> None:
+    """Write the prepared dataset and our embeddings in MMRec's format."""
+    from lvlmrec.data.mmrec import export_mmrec as run_export
+
+    written = run_export(Workdir(workdir), out, name,
+                         None if text_source == "none" else text_source,
+                         None if image_source == "none" else image_source)
+    for path in written:
+        console.print(f"wrote {path}")
 
 
 @app.command()
@@ -225,8 +270,10 @@ def report(workdir: Path = WorkdirOpt, config: Path = ConfigOpt, set_: list[str]
 
 
 @app.command()
-def info(workdir: Path = WorkdirOpt) -> None:
+def info(workdir: Path = WorkdirOpt,
+         full: bool = typer.Option(False, "--full", help="Print all of dataset.json.")) -> None:
     """Dataset provenance and counts, and the state of every stage."""
+    from lvlmrec.data.prepare import describe_provenance
     from lvlmrec.pipeline import STAGE_NAMES
     from lvlmrec.workdir import StageBook, read_json
 
@@ -234,7 +281,10 @@ def info(workdir: Path = WorkdirOpt) -> None:
     if not wd.dataset_json.is_file():
         raise LvlmrecError(f"no dataset in {workdir}: run `lvlmrec prepare` first")
     meta = read_json(wd.dataset_json)
-    console.print(yaml.safe_dump(to_jsonable(meta), sort_keys=False).rstrip())
+    if full:
+        console.print(yaml.safe_dump(to_jsonable(meta), sort_keys=False).rstrip())
+    else:
+        console.print("\n".join(describe_provenance(meta)), highlight=False, soft_wrap=True)
     book = StageBook(wd)
     for name in STAGE_NAMES:
         rec = book.get(name)

@@ -84,6 +84,8 @@ class CsvSource(Section):
     rating_col: str | None = None
     time_col: str | None = None
     split_col: str | None = None
+    image_col: str | None = None  # items: image URL (-> image_url) or path (image folder / CSV)
+    sep: str = ","  # field separator of both tables
     min_rating: float | None = None
     kcore: int = Field(0, ge=0)
     split: Literal["random", "loo", "temporal"] = "random"

@@ -57,7 +57,7 @@ def _stages() -> list[Stage]:
     from lvlmrec import stages
 
     return [
-        Stage("prepare", (), lambda c: c.dataset, stages.prepare,
+        Stage("prepare", (), _prepare_settings, stages.prepare,
               "build dataset/ from the configured source"),
         Stage("describe", ("prepare",), lambda c: c.describe, stages.describe,
               "write a text description of every item image"),
@@ -73,6 +73,12 @@ def _stages() -> list[Stage]:
               lambda c: {"report": c.report, "evaluate": c.evaluate}, stages.report,
               "tables and figures"),
     ]
+
+
+def _prepare_settings(config: RunConfig) -> Any:
+    from lvlmrec.data.prepare import prepare_settings
+
+    return prepare_settings(config.dataset)
 
 
 STAGE_NAMES = ("prepare", "describe", "encode", "represent", "evaluate", "report")

@@ -128,9 +128,11 @@ class Dataset:
         evaluated = np.unique(inter.loc[inter["split"] != "train", "user_id"].to_numpy())
         no_train = evaluated[~has_train[evaluated]]
         if len(no_train):
+            first = no_train[0]
+            sid = f" ({users['source_id'].iloc[first]})" if "source_id" in users else ""
             raise DataError(
                 f"{where}: {len(no_train)} users have validation/test interactions but no "
-                f"training history (first: user {no_train[0]})"
+                f"training history (first: user {first}{sid})"
             )
         for name, arr in self.features.items():
             if arr.ndim != 2 or arr.shape[0] != len(items):
