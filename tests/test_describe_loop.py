@@ -153,3 +153,22 @@ def test_order_items_popularity_random_and_max_items():
                                                    order_items(items, "random", seed=4)]
     with pytest.raises(ValueError, match="unknown order"):
         order_items(items, "newest")
+
+
+def test_images_load_a_few_batches_ahead_not_the_whole_catalog(tmp_path, catalog, monkeypatch):
+    from lvlmrec.describe import base
+
+    loads = []
+    real = base._load
+    monkeypatch.setattr(base, "_load", lambda it: loads.append(it.item_id) or real(it))
+
+    class Counting(Scripted):
+        def describe(self, images, titles):
+            self.loaded_at_call = getattr(self, "loaded_at_call", None) or len(loads)
+            return super().describe(images, titles)
+
+    d = Counting()
+    with DescriptionStore(tmp_path / "d.sqlite") as store:
+        _run(d, store, catalog * 3, batch_size=2)  # 15 batches (ids repeat; fine here)
+    assert d.loaded_at_call <= 6  # this batch and two ahead
+    assert len(loads) == 30

@@ -180,9 +180,16 @@ def test_client_errors_are_not_retried(server):
     assert "HTTP 400" in str(out[0]) and "bad image" in str(out[0]) and d.n_requests == 1
 
 
-def test_unreachable_server_is_an_item_error():
-    d = OpenAIDescriber(prompt=_describer_prompt(), model="m", base_url="http://127.0.0.1:9/v1",
-                        max_retries=1, backoff=0.01)
+def test_unreachable_server_stops_before_the_first_item():
+    d = OpenAIDescriber(prompt=_describer_prompt(), model="m", base_url="http://127.0.0.1:9/v1")
+    with pytest.raises(ConfigError, match="no server answers at http://127.0.0.1:9/v1"):
+        d.describe(_images(1), ["x"])
+
+
+def test_server_lost_mid_run_is_an_item_error(server):
+    d = _describer(server, "ok", max_retries=1)
+    d.load()
+    d.base_url = "http://127.0.0.1:9/v1"  # the server goes away after the run started
     out = d.describe(_images(1), ["x"])
     d.close()
     assert isinstance(out[0], Exception) and "ConnectError" in str(out[0])

@@ -94,3 +94,21 @@ def test_killed_run_resumes_without_redoing_finished_items(workdir, tiny_llava):
     final = _rows(w.descriptions_db)
     assert all(r[1] for r in final) and final[0] == after[0]
     assert json.loads(w.descriptions_dir.joinpath("active.json").read_text())["n_texts"] == N_ITEMS
+
+
+def test_cli_title_prompt_popularity_order_and_max_items(workdir, tiny_llava):
+    from lvlmrec.data.schema import Dataset
+
+    w = Workdir(workdir)
+    result = CliRunner().invoke(app, [
+        "describe", "--workdir", str(workdir), "--backend", "hf", "--model", str(tiny_llava),
+        "--prompt", "study_code", "--include-title", "--order", "popularity",
+        "--max-items", "6", "--max-new-tokens", "4", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "coverage 6/6 (100.0%)" in result.output
+    popularity = Dataset.load(w, features=False).item_popularity()
+    top = sorted(range(N_ITEMS), key=lambda i: (-popularity[i], i))[:6]
+    assert sorted(r[0] for r in _rows(w.descriptions_db)) == sorted(top)
+    active = read_active(w)
+    assert (active["prompt_name"], active["include_title"], active["n_texts"]) == (
+        "study_code", True, 6)

@@ -99,3 +99,17 @@ def test_unknown_backend_option_is_a_config_error():
 ])
 def test_clean_output(raw, prompt, expected):
     assert clean_output(raw, prompt) == expected
+
+
+def test_config_rejects_a_prompt_that_does_not_resolve():
+    from lvlmrec.config import parse_config
+
+    with pytest.raises(ConfigError, match="(?s)in run.yaml.*include_title is false"):
+        parse_config({"describe": {"backend": "hf", "prompt": "study_code"}}, "run.yaml")
+    with pytest.raises(ConfigError, match="unknown prompt 'typo'"):
+        parse_config({"describe": {"backend": "openai", "prompt": "typo"}})
+    cfg = parse_config({"describe": {"backend": "hf", "prompt": "study_code",
+                                     "include_title": True}})
+    assert cfg.describe.include_title
+    # the attributes describer takes no prompt: its prompt settings are not checked
+    parse_config({"describe": {"backend": "attributes", "prompt": "study_code"}})

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from lvlmrec.config import RunConfig, named_config, parse_config
 from lvlmrec.errors import ConfigError, LvlmrecError
@@ -254,7 +255,7 @@ def main() -> None:
     try:
         app()
     except LvlmrecError as err:
-        console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("\ninterrupted: finished work is kept; run the same command to resume")

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from lvlmrec.errors import ConfigError
 
@@ -125,6 +126,18 @@ class DescribeConfig(Section):
     device: str = "auto"
     attributes: AttributesSettings = Field(default_factory=AttributesSettings)
     options: dict[str, Any] = Field(default_factory=dict)  # backend-specific, see the docs
+
+    @model_validator(mode="after")
+    def _prompt_resolves(self) -> DescribeConfig:
+        """An unknown prompt, or a title setting the template contradicts, fails at load."""
+        from lvlmrec.describe.prompts import resolve_prompt
+
+        if self.backend != "attributes":  # the attributes describer takes no prompt
+            try:
+                resolve_prompt(self.prompt, self.include_title, self.prompts)
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
+        return self
 
 
 # --------------------------------------------------------------------------- encode

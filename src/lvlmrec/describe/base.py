@@ -12,8 +12,9 @@ import dataclasses
 import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -183,6 +184,20 @@ def _load(item: DescribeItem) -> tuple[Image.Image | None, str | None]:
         return None, str(err)
 
 
+def _loaded(batches: list[list[DescribeItem]], workers: int,
+            ahead: int = 2) -> Iterator[list[tuple[Image.Image | None, str | None]]]:
+    """Each batch's (image, error) pairs, in order. The next `ahead` batches load in the
+    background while the describer works, so memory holds a few batches, not the catalog."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        queue: deque[list[Future]] = deque()
+        for batch in batches:
+            queue.append([pool.submit(_load, it) for it in batch])
+            if len(queue) > ahead:
+                yield [f.result() for f in queue.popleft()]
+        while queue:
+            yield [f.result() for f in queue.popleft()]
+
+
 Row = tuple[int, str | None, str | None, float | None]  # item_id, text, error, seconds
 
 
@@ -216,22 +231,19 @@ def describe_items(
     start = time.perf_counter()
     bar = tqdm(total=len(pending), desc=f"describe [{describer.backend}]", unit="item",
                disable=not show_progress)
-    with ThreadPoolExecutor(max_workers=load_workers) as pool:
-        # images of the next batches load while the describer works on this one
-        loaded = pool.map(lambda b: [_load(it) for it in b], batches)
-        for batch, images in zip(batches, loaded):
-            rows: list[Row] = [(it.item_id, None, err, None)
-                               for it, (img, err) in zip(batch, images) if img is None]
-            ready = [(it, img) for it, (img, _) in zip(batch, images) if img is not None]
-            if ready:
-                rows.extend(_describe_batch(describer, ready))
-            for item_id, text, err, _ in rows:
-                if text is None:
-                    failures[item_id] = err or "unknown error"
-                else:
-                    n_ok += 1
-            store.put_many(model, phash, rows)
-            bar.update(len(batch))
+    for batch, images in zip(batches, _loaded(batches, load_workers)):
+        rows: list[Row] = [(it.item_id, None, err, None)
+                           for it, (img, err) in zip(batch, images) if img is None]
+        ready = [(it, img) for it, (img, _) in zip(batch, images) if img is not None]
+        if ready:
+            rows.extend(_describe_batch(describer, ready))
+        for item_id, text, err, _ in rows:
+            if text is None:
+                failures[item_id] = err or "unknown error"
+            else:
+                n_ok += 1
+        store.put_many(model, phash, rows)
+        bar.update(len(batch))
     bar.close()
     return DescribeSummary(model, phash, len(items), len(items) - len(pending), n_ok,
                            len(failures), time.perf_counter() - start, failures)

@@ -102,10 +102,23 @@ class OpenAIDescriber(PromptedDescriber):
                                 max_keepalive_connections=self.concurrency))
         self._pool = ThreadPoolExecutor(max_workers=self.concurrency,
                                         thread_name_prefix="lvlmrec-openai")
+        self._check_reachable()
+
+    def _check_reachable(self) -> None:
+        """Stop before the first item when nothing answers at `base_url` (a typo, a server
+        not started), instead of failing every item alike after its retries. Any HTTP
+        answer, even an error status, means a server is there."""
+        try:
+            self._client.get(f"{self.base_url}/models", timeout=min(self.timeout, 10.0))
+        except httpx.TransportError as err:
+            self.close()
+            raise ConfigError(f"describe.options.base_url: no server answers at "
+                              f"{self.base_url} ({type(err).__name__}: {err}); is it "
+                              "running?") from None
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        if self._pool is not None:  # after Ctrl-C: drop queued requests, do not wait
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if self._client is not None:
             self._client.close()
         self._client = self._pool = None
