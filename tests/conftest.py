@@ -53,3 +53,22 @@ def _no_network():
     yield
     socket.socket.connect = _real_connect
     socket.socket.connect_ex = _real_connect_ex
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory):
+    """A tiny random LLaVA-NeXT checkpoint folder (describe/tiny.py), built once per session."""
+    from lvlmrec.describe.tiny import build_tiny_llava_next
+
+    return build_tiny_llava_next(tmp_path_factory.mktemp("tiny-llava-next"))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models run fastest on one thread; on a busy machine more only wait on each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

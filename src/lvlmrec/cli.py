@@ -15,6 +15,7 @@ from typing import Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 
 from lvlmrec.config import RunConfig, named_config, parse_config
 from lvlmrec.errors import ConfigError, LvlmrecError
@@ -226,8 +227,13 @@ def describe(
     config: Path = ConfigOpt,
     backend: str = typer.Option(None, help="attributes, hf, openai or vllm."),
     model: str = typer.Option(None, help="Model id or path for the backend."),
-    prompt: str = typer.Option(None, help="Prompt template name."),
+    prompt: str = typer.Option(None, help="Prompt template name: study_readme, study_code "
+                               "or one from describe.prompts."),
+    include_title: bool = typer.Option(None, "--include-title/--no-include-title",
+                                       help="Put the item title in the prompt (the prompt "
+                                       "must have a {title} placeholder)."),
     batch_size: int = typer.Option(None, help="Items per batch."),
+    max_new_tokens: int = typer.Option(None, help="Longest description, in tokens."),
     max_items: int = typer.Option(None, help="Describe at most this many items."),
     order: str = typer.Option(None, help="all, popularity or random."),
     set_: list[str] = SetOpt,
@@ -235,8 +241,9 @@ def describe(
 ) -> None:
     """Describe item images in text; resumes, never redoes finished items."""
     cfg = load_run_config(config, workdir, set_, {"describe": {
-        "backend": backend, "model": model, "prompt": prompt, "batch_size": batch_size,
-        "max_items": max_items, "order": order}})
+        "backend": backend, "model": model, "prompt": prompt, "include_title": include_title,
+        "batch_size": batch_size, "max_new_tokens": max_new_tokens, "max_items": max_items,
+        "order": order}})
     _run(cfg, workdir, only=["describe"], progress=progress)
 
 
@@ -298,7 +305,7 @@ def main() -> None:
     try:
         app()
     except LvlmrecError as err:
-        console.print(f"[bold red]error:[/bold red] {err}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", highlight=False)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("\ninterrupted: finished work is kept; run the same command to resume")

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from lvlmrec.errors import ConfigError
 
@@ -109,20 +110,36 @@ class AttributesSettings(Section):
 
 
 class DescribeConfig(Section):
+    """Which backend writes the item descriptions, with which prompt (docs/describe.md)."""
+
     enabled: bool = True
-    backend: str = "attributes"
-    model: str | None = None
-    prompt: str = "study_readme"
-    prompts: dict[str, str] = Field(default_factory=dict)
-    include_title: bool = False
-    batch_size: int = Field(32, ge=1)
+    backend: str = "attributes"  # attributes, hf, openai or vllm
+    model: str | None = None  # hub id, local folder or server model name; None = default
+    prompt: str = "study_readme"  # a built-in prompt name or a key of `prompts`
+    prompts: dict[str, str] = Field(default_factory=dict)  # your templates; {title} placeholder
+    include_title: bool = False  # must be true exactly when the prompt has {title}
+    batch_size: int = Field(32, ge=1)  # items per committed batch
     max_new_tokens: int = Field(150, ge=1)
-    max_items: int | None = Field(None, ge=1)
+    temperature: float = Field(0.0, ge=0)  # 0 = greedy decoding, as in the study
+    top_p: float = Field(1.0, gt=0, le=1)  # nucleus sampling; used only when temperature > 0
+    max_items: int | None = Field(None, ge=1)  # describe only the first N items in `order`
     order: Literal["all", "popularity", "random"] = "all"
-    seed: int = 0
+    seed: int = 0  # of order: random, and of sampling
     device: str = "auto"
     attributes: AttributesSettings = Field(default_factory=AttributesSettings)
-    options: dict[str, Any] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)  # backend-specific, see the docs
+
+    @model_validator(mode="after")
+    def _prompt_resolves(self) -> DescribeConfig:
+        """An unknown prompt, or a title setting the template contradicts, fails at load."""
+        from lvlmrec.describe.prompts import resolve_prompt
+
+        if self.backend != "attributes":  # the attributes describer takes no prompt
+            try:
+                resolve_prompt(self.prompt, self.include_title, self.prompts)
+            except ConfigError as err:
+                raise ValueError(str(err)) from None
+        return self
 
 
 # --------------------------------------------------------------------------- encode

@@ -26,11 +26,13 @@ def describe(ctx: Context) -> StageResult:
         active_path(ctx.workdir).unlink(missing_ok=True)
         ctx.console.print("  describe.enabled is false: no descriptions")
         return StageResult([], digest="disabled")
+    from rich.markup import escape
+
     ds = Dataset.load(ctx.workdir, features=False)
     summary, active = run_describe(cfg, ctx.workdir, ds, ctx.show_progress)
     ctx.console.print(f"  {summary.line()}")
     for item_id, err in list(summary.failures.items())[:5]:
-        ctx.console.print(f"  [yellow]item {item_id}: {err}[/yellow]")
+        ctx.console.print(f"  [yellow]item {item_id}: {escape(err)}[/yellow]")
     return StageResult(
         [ctx.workdir.descriptions_db, active_path(ctx.workdir)],
         info={"coverage": summary.n_covered, "failed": summary.n_failed,

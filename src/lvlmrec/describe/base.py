@@ -9,10 +9,12 @@ failed batch item by item, and the closing summary. Backends stay small.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,20 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from lvlmrec.describe.prompts import Prompt, clean_output
 from lvlmrec.describe.store import DescriptionStore
+from lvlmrec.errors import DataError
+from lvlmrec.imageio import load_image
 from lvlmrec.workdir import hash_obj
 
 
 class Describer(ABC):
-    """Batched images + titles in, texts out."""
+    """Batched images + titles in, texts out.
+
+    `describe` may put an exception in place of a text for an item that failed on its own
+    (a server error after retries): the loop records it and moves on. Raising fails the
+    whole batch, which the loop then retries item by item.
+    """
 
     #: backend name as used in config (`describe.backend`)
     backend: str = ""
@@ -33,7 +43,7 @@ class Describer(ABC):
     @property
     @abstractmethod
     def model_id(self) -> str:
-        """Names the model (and anything that changes its outputs) in the store's key."""
+        """Names the model in the store's key."""
 
     def settings(self) -> dict[str, Any]:
         """Everything besides the model that changes the output (prompt, decoding...)."""
@@ -45,18 +55,66 @@ class Describer(ABC):
 
     @property
     def prompt_name(self) -> str:
-        return self.settings().get("prompt_name", self.backend)
+        return self.backend
 
     @property
     def prompt_template(self) -> str:
-        return self.settings().get("prompt", "")
+        return ""
+
+    def load(self) -> None:
+        """Load models or open sessions; called once, only when some item is pending.
+
+        Errors here stop the run (a model that cannot load fails every item alike).
+        """
 
     @abstractmethod
-    def describe(self, images: list[Image.Image], titles: list[str]) -> list[str]:
-        """One text per image. May raise: the loop then retries item by item."""
+    def describe(self, images: list[Image.Image], titles: list[str]) -> list[str | Exception]:
+        """One text (or the exception that stopped it) per image."""
 
     def close(self) -> None:
         """Release models, sessions or servers."""
+
+
+class PromptedDescriber(Describer):
+    """An LVLM describer: a prompt per item, decoding settings, outputs cleaned of echoes.
+
+    Greedy decoding (temperature 0) is the default, as in the study: descriptions are then
+    a function of image, prompt and model, and a resumed run writes what a single run would.
+    """
+
+    def __init__(self, model: str, prompt: Prompt, max_new_tokens: int = 150,
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0):
+        self.model = model
+        self.prompt = prompt
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.seed = seed
+
+    @property
+    def model_id(self) -> str:
+        return self.model
+
+    @property
+    def prompt_name(self) -> str:
+        return self.prompt.name
+
+    @property
+    def prompt_template(self) -> str:
+        return self.prompt.template
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def settings(self) -> dict[str, Any]:
+        sampling = None if self.greedy else {
+            "temperature": self.temperature, "top_p": self.top_p, "seed": self.seed}
+        return {"prompt": self.prompt.template, "include_title": self.prompt.include_title,
+                "max_new_tokens": self.max_new_tokens, "sampling": sampling}
+
+    def clean(self, outputs: Sequence[str], prompts: Sequence[str]) -> list[str]:
+        return [clean_output(text, prompt) for text, prompt in zip(outputs, prompts)]
 
 
 @dataclasses.dataclass
@@ -118,14 +176,29 @@ def order_items(
 
 
 def _load(item: DescribeItem) -> tuple[Image.Image | None, str | None]:
-    from lvlmrec.imageio import load_image
-
     if item.image_path is None:
         return None, "item has no image"
     try:
         return load_image(item.image_path), None
-    except Exception as err:  # noqa: BLE001 - the message is recorded per item
+    except DataError as err:
         return None, str(err)
+
+
+def _loaded(batches: list[list[DescribeItem]], workers: int,
+            ahead: int = 2) -> Iterator[list[tuple[Image.Image | None, str | None]]]:
+    """Each batch's (image, error) pairs, in order. The next `ahead` batches load in the
+    background while the describer works, so memory holds a few batches, not the catalog."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        queue: deque[list[Future]] = deque()
+        for batch in batches:
+            queue.append([pool.submit(_load, it) for it in batch])
+            if len(queue) > ahead:
+                yield [f.result() for f in queue.popleft()]
+        while queue:
+            yield [f.result() for f in queue.popleft()]
+
+
+Row = tuple[int, str | None, str | None, float | None]  # item_id, text, error, seconds
 
 
 def describe_items(
@@ -136,54 +209,68 @@ def describe_items(
     show_progress: bool = True,
     load_workers: int = 4,
 ) -> DescribeSummary:
-    """Describe every item that has no text in `store` yet; never raises for one item."""
+    """Describe every item that has no text in `store` yet; never raises for one item.
+
+    Each batch is committed before the next starts, so a killed run loses at most the
+    batch in flight. Items that failed in an earlier run are retried after the fresh ones,
+    in batches of their own, so one bad item cannot fail a batch of good ones twice.
+    """
     model, phash = describer.model_id, describer.prompt_hash
     store.register_prompt(phash, describer.prompt_name, describer.prompt_template,
-                          hash_obj(describer.settings()))
+                          json.dumps(describer.settings(), sort_keys=True, default=str))
     done = store.done_ids(model, phash)
+    failed_before = set(store.errors(model, phash))
     pending = [it for it in items if it.item_id not in done]
-    n_before = len(items) - len(pending)
+    fresh = [it for it in pending if it.item_id not in failed_before]
+    retry = [it for it in pending if it.item_id in failed_before]
+    batches = [b[i:i + batch_size] for b in (fresh, retry) for i in range(0, len(b), batch_size)]
     failures: dict[int, str] = {}
     n_ok = 0
+    if pending:
+        describer.load()
     start = time.perf_counter()
     bar = tqdm(total=len(pending), desc=f"describe [{describer.backend}]", unit="item",
                disable=not show_progress)
-    batches = [pending[i:i + batch_size] for i in range(0, len(pending), batch_size)]
-    with ThreadPoolExecutor(max_workers=load_workers) as pool:
-        # images of the next batch load while the describer works on this one
-        loaded = pool.map(lambda b: [_load(it) for it in b], batches)
-        for batch, images in zip(batches, loaded):
-            rows: list[tuple[int, str | None, str | None, float | None]] = []
-            ready = [(it, img) for it, (img, err) in zip(batch, images) if img is not None]
-            for it, (img, err) in zip(batch, images):
-                if img is None:
-                    rows.append((it.item_id, None, err, None))
-            if ready:
-                rows.extend(_describe_batch(describer, ready))
-            for item_id, text, err, _ in rows:
-                if text is None:
-                    failures[item_id] = err or "unknown error"
-                else:
-                    n_ok += 1
-            store.put_many(model, phash, rows)
-            bar.update(len(batch))
+    for batch, images in zip(batches, _loaded(batches, load_workers)):
+        rows: list[Row] = [(it.item_id, None, err, None)
+                           for it, (img, err) in zip(batch, images) if img is None]
+        ready = [(it, img) for it, (img, _) in zip(batch, images) if img is not None]
+        if ready:
+            rows.extend(_describe_batch(describer, ready))
+        for item_id, text, err, _ in rows:
+            if text is None:
+                failures[item_id] = err or "unknown error"
+            else:
+                n_ok += 1
+        store.put_many(model, phash, rows)
+        bar.update(len(batch))
     bar.close()
-    return DescribeSummary(model, phash, len(items), n_before, n_ok, len(failures),
-                           time.perf_counter() - start, failures)
+    return DescribeSummary(model, phash, len(items), len(items) - len(pending), n_ok,
+                           len(failures), time.perf_counter() - start, failures)
 
 
-def _describe_batch(describer: Describer, ready: list[tuple[DescribeItem, Image.Image]]):
+def _describe_batch(describer: Describer,
+                    ready: list[tuple[DescribeItem, Image.Image]]) -> list[Row]:
     t0 = time.perf_counter()
     try:
-        texts = describer.describe([img for _, img in ready], [it.title for it, _ in ready])
-        if len(texts) != len(ready):
-            raise RuntimeError(f"backend returned {len(texts)} texts for {len(ready)} images")
-        per_item = (time.perf_counter() - t0) / len(ready)
-        return [(it.item_id, text, None, per_item) for (it, _), text in zip(ready, texts)]
+        outputs = describer.describe([img for _, img in ready], [it.title for it, _ in ready])
+        if len(outputs) != len(ready):
+            raise RuntimeError(f"backend returned {len(outputs)} texts for {len(ready)} images")
     except Exception as err:  # noqa: BLE001 - a failed batch is retried item by item
         if len(ready) == 1:
-            return [(ready[0][0].item_id, None, f"{type(err).__name__}: {err}", None)]
-        rows = []
-        for pair in ready:
-            rows.extend(_describe_batch(describer, [pair]))
-        return rows
+            return [(ready[0][0].item_id, None, _message(err), None)]
+        return [row for pair in ready for row in _describe_batch(describer, [pair])]
+    per_item = (time.perf_counter() - t0) / len(ready)
+    rows: list[Row] = []
+    for (it, _), out in zip(ready, outputs):
+        if isinstance(out, Exception):
+            rows.append((it.item_id, None, _message(out), None))
+        elif not isinstance(out, str) or not out.strip():
+            rows.append((it.item_id, None, f"backend returned an empty text: {out!r}", None))
+        else:
+            rows.append((it.item_id, out, None, per_item))
+    return rows
+
+
+def _message(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}"

@@ -1,0 +1,143 @@
+"""A tiny, randomly initialised LLaVA-NeXT checkpoint, built offline in about a second.
+
+No LVLM ships its weights on a registry reachable here, so tests, CPU smoke runs and
+benchmarks use this one: a real `LlavaNextForConditionalGeneration` (2-layer Mistral text
+model, 2-layer CLIP vision tower, any-resolution tiling) with a complete processor (the
+LLaVA-NeXT image processor and a word-level tokenizer built with `tokenizers`, with a
+Mistral-style chat template). `--model PATH` then loads it through exactly the code path a
+real checkpoint takes. Its outputs are random words, not descriptions.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+
+from lvlmrec.describe.prompts import BUILTIN_PROMPTS
+
+IMAGE_SIZE = 32  # the vision tower's input; 8 px patches
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<image>", "[INST]", "[/INST]"]
+# Words the random model draws its outputs from (beside the prompts' own words).
+PRODUCT_WORDS = """
+a an the this is with and of in for on to it its made from features has style look
+shirt dress shoe shoes boot boots sneaker sandal heel jacket coat sweater hoodie jeans
+pants shorts skirt bag handbag watch ring necklace earrings bracelet hat cap scarf belt
+cotton leather denim wool silk linen polyester suede knit lace velvet canvas metal gold
+silver red blue green black white grey gray navy pink purple yellow orange brown beige
+striped checked floral solid printed plain slim loose fitted casual formal sporty elegant
+classic modern vintage summer winter everyday party office wedding beach outdoor sleeve
+sleeves collar zipper buttons pocket pockets strap sole toe lightweight soft comfortable
+""".split()
+# Mistral-style, as in llava-hf/llava-v1.6-mistral-7b-hf: images, then the text, in [INST].
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}[INST] "
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>\n"
+    "{% endif %}{% endfor %}"
+    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}"
+    "{% endif %}{% endfor %} [/INST]"
+    "{% elif message['role'] == 'assistant' %} {{ message['content'][0]['text'] }}</s>"
+    "{% endif %}{% endfor %}"
+)
+
+
+def tiny_words() -> list[str]:
+    """The lower-cased words and punctuation of the built-in prompts and of products."""
+    words = set(PRODUCT_WORDS)
+    for template in BUILTIN_PROMPTS.values():
+        words.update(re.findall(r"\w+|[^\w\s]", template.lower()))
+    return sorted(words)
+
+
+def word_level_tokenizer(special_tokens: list[str], words: list[str], bos_token: str | None = None,
+                         **named_specials: str):
+    """A fast tokenizer over whole lower-cased words, built offline with `tokenizers`.
+
+    `special_tokens` come first in the vocabulary and are never split; `named_specials`
+    (eos_token=..., pad_token=..., unk_token=...) name some of them. A `bos_token` starts
+    every encoded text. Decoding joins words with spaces.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(special_tokens + words)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=named_specials.get("unk_token")))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.decoder = decoders.WordPiece(cleanup=True)
+    if bos_token is not None:
+        backend.post_processor = TemplateProcessing(
+            single=f"{bos_token} $A", pair=f"{bos_token} $A $B",
+            special_tokens=[(bos_token, vocab[bos_token])])
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                                for t in special_tokens])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos_token,
+                                   **named_specials)
+
+
+def build_tiny_llava_next(path: str | Path, seed: int = 0) -> Path:
+    """Write a complete, loadable LLaVA-NeXT checkpoint folder to `path`; returns it.
+
+    Same seed, same weights. Generation never emits special tokens (the checkpoint's
+    generation config suppresses them), so every output decodes to at least one word.
+    """
+    from transformers import (
+        CLIPVisionConfig,
+        GenerationConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextProcessor,
+        MistralConfig,
+    )
+
+    try:
+        from transformers import LlavaNextImageProcessorPil as ImageProcessor
+    except ImportError:  # transformers 4.x: the PIL-based processor has the plain name
+        from transformers import LlavaNextImageProcessor as ImageProcessor
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = word_level_tokenizer(SPECIAL_TOKENS, tiny_words(), bos_token="<s>",
+                                     eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+    vocab = tokenizer.get_vocab()
+    ids = {name: vocab[token] for name, token in
+           (("bos", "<s>"), ("eos", "</s>"), ("pad", "<pad>"), ("image", "<image>"))}
+
+    pinpoints = [[IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE],
+                 [2 * IMAGE_SIZE, 2 * IMAGE_SIZE]]
+    image_processor = ImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_grid_pinpoints=pinpoints,
+    )
+    patch_size = 8
+    processor = LlavaNextProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+        vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE,
+        image_token="<image>", num_additional_image_tokens=1)  # CLIP's class token
+
+    text_config = MistralConfig(
+        vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        max_position_embeddings=1024, bos_token_id=ids["bos"], eos_token_id=ids["eos"],
+        pad_token_id=ids["pad"])
+    vision_config = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        image_size=IMAGE_SIZE, patch_size=patch_size, projection_dim=32)
+    config = LlavaNextConfig(
+        text_config=text_config, vision_config=vision_config,
+        image_token_index=ids["image"], image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="default", vision_feature_layer=-1,
+        tie_word_embeddings=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlavaNextForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
+        suppress_tokens=[vocab[t] for t in SPECIAL_TOKENS])
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
