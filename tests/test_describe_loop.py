@@ -159,8 +159,8 @@ def test_images_load_a_few_batches_ahead_not_the_whole_catalog(tmp_path, catalog
     from lvlmrec.describe import base
 
     loads = []
-    real = base._load
-    monkeypatch.setattr(base, "_load", lambda it: loads.append(it.item_id) or real(it))
+    real = base.load_item_image
+    monkeypatch.setattr(base, "load_item_image", lambda it: loads.append(it.item_id) or real(it))
 
     class Counting(Scripted):
         def describe(self, images, titles):

@@ -36,6 +36,16 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config; default: the
 SetOpt = typer.Option(None, "--set", help="Override a config value: --set describe.batch_size=8 "
                       "(repeatable; the value is parsed as YAML).")
 ProgressOpt = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+EngineOpt = typer.Option(None, help="local (this process) or ray (a Ray cluster; docs/ray.md).")
+AddressOpt = typer.Option(None, help="Ray cluster: auto or HOST:PORT; default: start a local Ray.")
+WorkersOpt = typer.Option(None, min=1, help="Ray actors, each holding one copy of the model.")
+GpusOpt = typer.Option(None, min=0, help="GPUs per Ray actor (fractions share a GPU).")
+
+
+def _scale(engine: str | None, address: str | None, workers: int | None,
+           gpus_per_worker: float | None) -> dict[str, Any]:
+    return {"engine": engine, "address": address, "workers": workers,
+            "gpus_per_worker": gpus_per_worker}
 
 
 # --------------------------------------------------------------------------- config plumbing
@@ -73,11 +83,20 @@ def load_run_config(config: Path | None, workdir: Path | None, sets: list[str] |
     from lvlmrec.config import resolve_paths
 
     data, source, base = _config_dict(config, workdir)
-    for section, values in (overrides or {}).items():
-        sub = data.setdefault(section, {})
-        sub.update({k: v for k, v in values.items() if v is not None})
+    _merge_options(data, overrides or {})
     _apply_sets(data, sets)
     return resolve_paths(parse_config(data, source), base)
+
+
+def _merge_options(node: dict[str, Any], values: dict[str, Any]) -> None:
+    """Options given (not None) override the config; nested sections merge key by key."""
+    for key, value in values.items():
+        if isinstance(value, dict):
+            if any(v is not None for v in value.values()):
+                node[key] = node.get(key) or {}
+                _merge_options(node[key], value)
+        elif value is not None:
+            node[key] = value
 
 
 def _run(cfg: RunConfig, workdir: Path, only: list[str] | None = None,
@@ -236,6 +255,10 @@ def describe(
     max_new_tokens: int = typer.Option(None, help="Longest description, in tokens."),
     max_items: int = typer.Option(None, help="Describe at most this many items."),
     order: str = typer.Option(None, help="all, popularity or random."),
+    engine: str = EngineOpt,
+    address: str = AddressOpt,
+    workers: int = WorkersOpt,
+    gpus_per_worker: float = GpusOpt,
     set_: list[str] = SetOpt,
     progress: bool = ProgressOpt,
 ) -> None:
@@ -243,15 +266,19 @@ def describe(
     cfg = load_run_config(config, workdir, set_, {"describe": {
         "backend": backend, "model": model, "prompt": prompt, "include_title": include_title,
         "batch_size": batch_size, "max_new_tokens": max_new_tokens, "max_items": max_items,
-        "order": order}})
+        "order": order, "scale": _scale(engine, address, workers, gpus_per_worker)}})
     _run(cfg, workdir, only=["describe"], progress=progress)
 
 
 @app.command()
-def encode(workdir: Path = WorkdirOpt, config: Path = ConfigOpt, set_: list[str] = SetOpt,
+def encode(workdir: Path = WorkdirOpt, config: Path = ConfigOpt, engine: str = EngineOpt,
+           address: str = AddressOpt, workers: int = WorkersOpt,
+           gpus_per_worker: float = GpusOpt, set_: list[str] = SetOpt,
            progress: bool = ProgressOpt) -> None:
     """Embed titles, descriptions and images."""
-    _run(load_run_config(config, workdir, set_), workdir, only=["encode"], progress=progress)
+    cfg = load_run_config(config, workdir, set_, {
+        "encode": {"scale": _scale(engine, address, workers, gpus_per_worker)}})
+    _run(cfg, workdir, only=["encode"], progress=progress)
 
 
 @app.command()

@@ -98,6 +98,17 @@ DatasetConfig = (
 )
 
 
+# --------------------------------------------------------------------------- scale-out
+class ScaleConfig(Section):
+    """Where a stage's model work runs (docs/ray.md); never part of any cache key."""
+
+    engine: Literal["local", "ray"] = "local"  # ray: a Ray Data pipeline, `lvlmrec[ray]`
+    address: str | None = None  # auto, HOST:PORT or ray://...; None = start a local Ray
+    workers: int = Field(1, ge=1)  # actors, each holding one copy of the model
+    gpus_per_worker: float = Field(0.0, ge=0)  # fractional (0.25) packs small models per GPU
+    cpus_per_worker: float = Field(1.0, gt=0)
+
+
 # --------------------------------------------------------------------------- describe
 class AttributesSettings(Section):
     """The offline CPU describer: colours, patterns, ImageNet labels, optional OCR."""
@@ -128,6 +139,7 @@ class DescribeConfig(Section):
     device: str = "auto"
     attributes: AttributesSettings = Field(default_factory=AttributesSettings)
     options: dict[str, Any] = Field(default_factory=dict)  # backend-specific, see the docs
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)
 
     @model_validator(mode="after")
     def _prompt_resolves(self) -> DescribeConfig:
@@ -151,6 +163,7 @@ class EncodeConfig(Section):
     image_size: int = Field(224, ge=32)
     device: str = "auto"
     images: bool = True
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)
 
 
 # --------------------------------------------------------------------------- represent

@@ -59,10 +59,10 @@ def _stages() -> list[Stage]:
     return [
         Stage("prepare", (), _prepare_settings, stages.prepare,
               "build dataset/ from the configured source"),
-        Stage("describe", ("prepare",), lambda c: c.describe, stages.describe,
+        Stage("describe", ("prepare",), lambda c: _without_scale(c.describe), stages.describe,
               "write a text description of every item image"),
-        Stage("encode", ("prepare", "describe"), lambda c: c.encode, stages.encode,
-              "embed titles, descriptions and images"),
+        Stage("encode", ("prepare", "describe"), lambda c: _without_scale(c.encode),
+              stages.encode, "embed titles, descriptions and images"),
         Stage("represent", ("prepare", "encode"),
               lambda c: {"represent": c.represent, "seed": c.seed}, stages.represent,
               "fit every representation strategy"),
@@ -73,6 +73,11 @@ def _stages() -> list[Stage]:
               lambda c: {"report": c.report, "evaluate": c.evaluate}, stages.report,
               "tables and figures"),
     ]
+
+
+def _without_scale(section: Any) -> dict[str, Any]:
+    """Where the work runs (local or Ray) changes no output, so it is no part of the key."""
+    return section.model_dump(mode="json", exclude={"scale"})
 
 
 def _prepare_settings(config: RunConfig) -> Any:

@@ -175,7 +175,8 @@ def order_items(
     return items[:max_items] if max_items else items
 
 
-def _load(item: DescribeItem) -> tuple[Image.Image | None, str | None]:
+def load_item_image(item: DescribeItem) -> tuple[Image.Image | None, str | None]:
+    """The item's image, or None and why not: a bad image is an error row, not a crash."""
     if item.image_path is None:
         return None, "item has no image"
     try:
@@ -191,7 +192,7 @@ def _loaded(batches: list[list[DescribeItem]], workers: int,
     with ThreadPoolExecutor(max_workers=workers) as pool:
         queue: deque[list[Future]] = deque()
         for batch in batches:
-            queue.append([pool.submit(_load, it) for it in batch])
+            queue.append([pool.submit(load_item_image, it) for it in batch])
             if len(queue) > ahead:
                 yield [f.result() for f in queue.popleft()]
         while queue:
@@ -212,8 +213,32 @@ def describe_items(
     """Describe every item that has no text in `store` yet; never raises for one item.
 
     Each batch is committed before the next starts, so a killed run loses at most the
-    batch in flight. Items that failed in an earlier run are retried after the fresh ones,
-    in batches of their own, so one bad item cannot fail a batch of good ones twice.
+    batch in flight.
+    """
+    model, phash = describer.model_id, describer.prompt_hash
+    batches = plan_batches(describer, store, items, batch_size)
+    n_pending = sum(map(len, batches))
+    failures: dict[int, str] = {}
+    n_ok = 0
+    if batches:
+        describer.load()
+    start = time.perf_counter()
+    bar = progress_bar(describer, n_pending, show_progress)
+    for batch, images in zip(batches, _loaded(batches, load_workers)):
+        rows = describe_loaded(describer, batch, images)
+        n_ok += commit_rows(store, model, phash, rows, failures)
+        bar.update(len(batch))
+    bar.close()
+    return DescribeSummary(model, phash, len(items), len(items) - n_pending, n_ok,
+                           len(failures), time.perf_counter() - start, failures)
+
+
+def plan_batches(describer: Describer, store: DescriptionStore, items: Sequence[DescribeItem],
+                 batch_size: int) -> list[list[DescribeItem]]:
+    """Record the describer's prompt; batch the items that have no text yet.
+
+    Items that failed in an earlier run come after the fresh ones, in batches of their
+    own, so one bad item cannot fail a batch of good ones twice.
     """
     model, phash = describer.model_id, describer.prompt_hash
     store.register_prompt(phash, describer.prompt_name, describer.prompt_template,
@@ -223,30 +248,36 @@ def describe_items(
     pending = [it for it in items if it.item_id not in done]
     fresh = [it for it in pending if it.item_id not in failed_before]
     retry = [it for it in pending if it.item_id in failed_before]
-    batches = [b[i:i + batch_size] for b in (fresh, retry) for i in range(0, len(b), batch_size)]
-    failures: dict[int, str] = {}
+    return [b[i:i + batch_size] for b in (fresh, retry) for i in range(0, len(b), batch_size)]
+
+
+def progress_bar(describer: Describer, total: int, show_progress: bool) -> tqdm:
+    return tqdm(total=total, desc=f"describe [{describer.backend}]", unit="item",
+                disable=not show_progress)
+
+
+def describe_loaded(describer: Describer, batch: Sequence[DescribeItem],
+                    images: Sequence[tuple[Image.Image | None, str | None]]) -> list[Row]:
+    """One row per item of a batch whose images are loaded ((image, error) per item)."""
+    rows: list[Row] = [(it.item_id, None, err, None)
+                       for it, (img, err) in zip(batch, images) if img is None]
+    ready = [(it, img) for it, (img, _) in zip(batch, images) if img is not None]
+    if ready:
+        rows.extend(_describe_batch(describer, ready))
+    return rows
+
+
+def commit_rows(store: DescriptionStore, model: str, prompt_hash: str, rows: list[Row],
+                failures: dict[int, str]) -> int:
+    """Write one batch's rows in one commit and note its failures; returns the texts."""
+    store.put_many(model, prompt_hash, rows)
     n_ok = 0
-    if pending:
-        describer.load()
-    start = time.perf_counter()
-    bar = tqdm(total=len(pending), desc=f"describe [{describer.backend}]", unit="item",
-               disable=not show_progress)
-    for batch, images in zip(batches, _loaded(batches, load_workers)):
-        rows: list[Row] = [(it.item_id, None, err, None)
-                           for it, (img, err) in zip(batch, images) if img is None]
-        ready = [(it, img) for it, (img, _) in zip(batch, images) if img is not None]
-        if ready:
-            rows.extend(_describe_batch(describer, ready))
-        for item_id, text, err, _ in rows:
-            if text is None:
-                failures[item_id] = err or "unknown error"
-            else:
-                n_ok += 1
-        store.put_many(model, phash, rows)
-        bar.update(len(batch))
-    bar.close()
-    return DescribeSummary(model, phash, len(items), len(items) - len(pending), n_ok,
-                           len(failures), time.perf_counter() - start, failures)
+    for item_id, text, err, _ in rows:
+        if text is None:
+            failures[item_id] = err or "unknown error"
+        else:
+            n_ok += 1
+    return n_ok
 
 
 def _describe_batch(describer: Describer,

@@ -31,14 +31,22 @@ def catalog_items(ds: Dataset, workdir: Workdir) -> list[DescribeItem]:
 
 def run_describe(cfg: DescribeConfig, workdir: Workdir, ds: Dataset,
                  show_progress: bool = True) -> tuple[DescribeSummary, dict[str, Any]]:
-    describer = make_describer(cfg)
+    on_ray = cfg.scale.engine == "ray"
+    # With Ray, this describer only names the store's key (workers build and load their
+    # own): the device, which is not in the key, is the workers' concern.
+    describer = make_describer(cfg.model_copy(update={"device": "cpu"}) if on_ray else cfg)
     items = order_items(catalog_items(ds, workdir), cfg.order,
                         popularity=ds.item_popularity(), seed=cfg.seed,
                         max_items=cfg.max_items)
     try:
         with DescriptionStore(workdir.descriptions_db) as store:
-            summary = describe_items(describer, store, items, batch_size=cfg.batch_size,
-                                     show_progress=show_progress)
+            if on_ray:
+                from lvlmrec.describe.ray_engine import describe_items_ray
+
+                summary = describe_items_ray(describer, cfg, store, items, show_progress)
+            else:
+                summary = describe_items(describer, store, items, batch_size=cfg.batch_size,
+                                         show_progress=show_progress)
             texts = store.texts(summary.model, summary.prompt_hash)
     finally:
         describer.close()

@@ -145,7 +145,7 @@ class ImageEncoder:
         ):
 
             def submit(idx: range) -> list[Future]:
-                return [pool.submit(self._prepare, images[i]) for i in idx]
+                return [pool.submit(self.prepare, images[i]) for i in idx]
 
             # Decode and resize batch b+1 in threads while the network runs on batch b.
             pending = submit(batches[0]) if batches else []
@@ -165,6 +165,10 @@ class ImageEncoder:
         self.last_failures = failures
         return ImageOutputs(features, probs, failures)
 
+    def features(self, batch: np.ndarray) -> np.ndarray:
+        """Float32 (n, 1280) features of `prepare`d images stacked into (n, size, size, 3)."""
+        return self._forward(self._load(), batch)[0]
+
     @torch.inference_mode()
     def _forward(self, net: torch.nn.Module, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = torch.from_numpy(batch).to(self._device).permute(0, 3, 1, 2).float()
@@ -173,8 +177,10 @@ class ImageEncoder:
         probs = torch.softmax(net._fc(pooled), dim=1)  # the network's own classifier head
         return pooled.float().cpu().numpy(), probs.float().cpu().numpy()
 
-    def _prepare(self, image: ImageInput) -> np.ndarray:
-        """Load (if a path) and letterbox one image to a uint8 (size, size, 3) array."""
+    def prepare(self, image: ImageInput) -> np.ndarray:
+        """Load (if a path) and letterbox one image to a uint8 (size, size, 3) array.
+
+        Raises DataError for a missing or unreadable image."""
         if image is None:
             raise DataError("no image")
         if isinstance(image, Image.Image):

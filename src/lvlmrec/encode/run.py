@@ -6,16 +6,24 @@ describer re-encodes descriptions but never the images.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 from rich.console import Console
 
-from lvlmrec.config import EncodeConfig
+from lvlmrec.config import EncodeConfig, ScaleConfig
 from lvlmrec.data.schema import Dataset
 from lvlmrec.describe.run import read_active
 from lvlmrec.describe.store import DescriptionStore
 from lvlmrec.encode.store import embedding_meta, save_embedding
 from lvlmrec.workdir import Workdir, hash_obj
+
+if TYPE_CHECKING:
+    from lvlmrec.encode.image import ImageEncoder
+    from lvlmrec.encode.ray_engine import RayEncoders
+    from lvlmrec.encode.text import TextEncoder
 
 
 def text_inputs(workdir: Workdir, ds: Dataset) -> dict[str, list[str]]:
@@ -44,52 +52,83 @@ def _join(first: str, second: str) -> str:
 
 def encode_all(cfg: EncodeConfig, workdir: Workdir, ds: Dataset, console: Console,
                show_progress: bool = True) -> list[Path]:
+    from lvlmrec.encode.text import TextEncoder
+
     outputs: list[Path] = []
-    text_encoder = None
-    for source, texts in text_inputs(workdir, ds).items():
-        name = f"text_{source}"
-        key = hash_obj({"model": cfg.text_model, "texts": hash_obj(texts)})
-        meta = embedding_meta(workdir, name)
-        if meta is None or meta.get("key") != key:
-            if text_encoder is None:
-                from lvlmrec.encode.text import TextEncoder
+    text_encoder = TextEncoder(cfg.text_model, device=cfg.device, batch_size=cfg.text_batch_size)
+    with contextlib.closing(_engine(cfg.scale, show_progress)) as engine:
+        pending: dict[str, tuple[str, list[str]]] = {}  # source -> (key, texts)
+        for source, texts in text_inputs(workdir, ds).items():
+            name = f"text_{source}"
+            key = hash_obj({"model": cfg.text_model, "texts": hash_obj(texts)})
+            meta = embedding_meta(workdir, name)
+            if meta is None or meta.get("key") != key:
+                pending[source] = (key, texts)
+            else:
+                console.print(f"  [dim]{name}: cached[/dim]")
+            outputs += [workdir.embedding_path(name),
+                        workdir.embedding_path(name).with_suffix(".json")]
+        if pending:
+            console.print(f"  encoding {', '.join(pending)} texts with {cfg.text_model}")
+            embeddings = engine.texts(text_encoder, [texts for _, texts in pending.values()])
+            for (source, (key, _)), emb in zip(pending.items(), embeddings):
+                save_embedding(workdir, f"text_{source}", emb,
+                               {"key": key, "model": text_encoder.model_id, "source": source,
+                                "normalised": True})
+        paths = ds.image_paths(workdir)
+        if cfg.images and any(p is not None for p in paths):
+            name = f"image_{_image_source_name(cfg.image_model)}"
+            fingerprints = [(str(p), p.stat().st_size, p.stat().st_mtime_ns)
+                            if p is not None and p.is_file() else None for p in paths]
+            from lvlmrec.encode.image import PREPROCESSING_VERSION, ImageEncoder
 
-                text_encoder = TextEncoder(cfg.text_model, device=cfg.device,
-                                           batch_size=cfg.text_batch_size)
-            console.print(f"  encoding {source} texts with {cfg.text_model}")
-            emb = text_encoder.encode(texts, show_progress_bar=show_progress)
-            save_embedding(workdir, name, emb, {"key": key, "model": text_encoder.model_id,
-                                                "source": source, "normalised": True})
-        else:
-            console.print(f"  [dim]{name}: cached[/dim]")
-        outputs += [workdir.embedding_path(name), workdir.embedding_path(name).with_suffix(".json")]
-    paths = ds.image_paths(workdir)
-    if cfg.images and any(p is not None for p in paths):
-        name = f"image_{_image_source_name(cfg.image_model)}"
-        fingerprints = [(str(p), p.stat().st_size, p.stat().st_mtime_ns)
-                        if p is not None and p.is_file() else None for p in paths]
-        from lvlmrec.encode.image import PREPROCESSING_VERSION, ImageEncoder
-
-        encoder = ImageEncoder(cfg.image_model, device=cfg.device,
-                               batch_size=cfg.image_batch_size, image_size=cfg.image_size)
-        key = hash_obj({"model": encoder.model_id, "preprocessing": PREPROCESSING_VERSION,
-                        "images": hash_obj(fingerprints)})
-        meta = embedding_meta(workdir, name)
-        if meta is None or meta.get("key") != key:
-            console.print(f"  encoding {sum(p is not None for p in paths)} images "
-                          f"with {cfg.image_model}")
-            emb = encoder.encode(paths, show_progress_bar=show_progress)
-            failures = getattr(encoder, "last_failures", [])
-            if failures:
-                console.print(f"  [yellow]{len(failures)} images could not be read; "
-                              f"their rows are zero[/yellow]")
-            save_embedding(workdir, name, emb, {"key": key, "model": cfg.image_model,
-                                                "source": "image", "normalised": False,
-                                                "n_unreadable": len(failures)})
-        else:
-            console.print(f"  [dim]{name}: cached[/dim]")
-        outputs += [workdir.embedding_path(name), workdir.embedding_path(name).with_suffix(".json")]
+            encoder = ImageEncoder(cfg.image_model, device=cfg.device,
+                                   batch_size=cfg.image_batch_size, image_size=cfg.image_size)
+            key = hash_obj({"model": encoder.model_id, "preprocessing": PREPROCESSING_VERSION,
+                            "images": hash_obj(fingerprints)})
+            meta = embedding_meta(workdir, name)
+            if meta is None or meta.get("key") != key:
+                console.print(f"  encoding {sum(p is not None for p in paths)} images "
+                              f"with {cfg.image_model}")
+                emb, failures = engine.images(encoder, paths)
+                if failures:
+                    console.print(f"  [yellow]{len(failures)} images could not be read; "
+                                  f"their rows are zero[/yellow]")
+                save_embedding(workdir, name, emb, {"key": key, "model": cfg.image_model,
+                                                    "source": "image", "normalised": False,
+                                                    "n_unreadable": len(failures)})
+            else:
+                console.print(f"  [dim]{name}: cached[/dim]")
+            outputs += [workdir.embedding_path(name),
+                        workdir.embedding_path(name).with_suffix(".json")]
     return outputs
+
+
+class LocalEncoders:
+    """The encoders run in this process (the default engine)."""
+
+    def __init__(self, show_progress: bool = True):
+        self.show_progress = show_progress
+
+    def texts(self, encoder: TextEncoder, sources: list[list[str]]) -> list[np.ndarray]:
+        return [encoder.encode(texts, show_progress_bar=self.show_progress)
+                for texts in sources]
+
+    def images(self, encoder: ImageEncoder, paths: list[Path | None]
+               ) -> tuple[np.ndarray, dict[int, str]]:
+        emb = encoder.encode(paths, show_progress_bar=self.show_progress)
+        return emb, encoder.last_failures
+
+    def close(self) -> None:
+        pass
+
+
+def _engine(scale: ScaleConfig, show_progress: bool) -> LocalEncoders | RayEncoders:
+    if scale.engine == "ray":
+        from lvlmrec.encode.ray_engine import RayEncoders
+
+        return RayEncoders(scale, show_progress)
+    return LocalEncoders(show_progress)
 
 
 def _image_source_name(model: str) -> str:
