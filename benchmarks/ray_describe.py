@@ -1,12 +1,12 @@
 """Describe throughput of the Ray engine with 1 and 2 workers, beside the local engine.
 
 A synthetic catalog is described three times from scratch: by the local engine, then on
-a local Ray instance (one CPU per machine CPU) with 1 and with 2 workers. Each Ray worker
-runs torch on one thread (its one CPU), and so does the local engine here, so the local
-row is what one worker does without Ray. Per run it prints
-the wall time (Ray runs include starting the actors and loading the model in each) and
-the steady rate: items committed after the first batch, over the time from the first
-commit to the last (from the store's timestamps).
+a local Ray instance (one CPU per machine CPU) with 1 and with 2 workers. A Ray worker
+with one CPU runs its math libraries on one thread, and so does the local engine here, so
+the local row is what one worker does without Ray. Per run it prints the wall time (Ray
+runs include starting Ray's workers and loading the model in each) and the steady rate:
+items committed after the first batch, over the time from the first commit to the last
+(from the store's timestamps).
 
     PYTHONPATH=src python benchmarks/ray_describe.py [--items 192] [--backend attributes|tiny-llava]
 """
@@ -20,14 +20,6 @@ import sqlite3
 import tempfile
 import time
 from pathlib import Path
-
-from rich.console import Console
-
-from lvlmrec.config import DescribeConfig, RunConfig, ScaleConfig, SyntheticSource
-from lvlmrec.data.schema import Dataset
-from lvlmrec.describe.run import run_describe
-from lvlmrec.pipeline import run_pipeline
-from lvlmrec.workdir import Workdir
 
 
 def steady_rate(db: Path) -> float:
@@ -46,11 +38,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--backend", choices=["attributes", "tiny-llava"], default="attributes")
     args = parser.parse_args()
+    # one thread per math library, as Ray gives a worker with one CPU: set before numpy loads
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     import ray
-    import torch
+    from rich.console import Console
 
     from lvlmrec.cluster import worker_runtime_env
+    from lvlmrec.config import DescribeConfig, RunConfig, ScaleConfig, SyntheticSource
+    from lvlmrec.data.schema import Dataset
+    from lvlmrec.describe.run import run_describe
+    from lvlmrec.pipeline import run_pipeline
+    from lvlmrec.workdir import Workdir
 
     with tempfile.TemporaryDirectory() as tmp:
         settings: dict = {"batch_size": args.batch_size}
@@ -66,7 +65,6 @@ def main() -> None:
                      console=Console(quiet=True), show_progress=False)
         ds = Dataset.load(catalog, features=False)
         cpus = os.cpu_count() or 1
-        torch.set_num_threads(1)  # as a Ray worker with one CPU
         ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=worker_runtime_env(),
                  logging_level="WARNING")
         print(f"{args.items} synthetic items ({args.image_size} px), backend {args.backend}, "

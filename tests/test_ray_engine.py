@@ -31,7 +31,7 @@ from lvlmrec.config import RunConfig, ScaleConfig
 from lvlmrec.errors import MissingDependencyError, StageError
 from lvlmrec.workdir import Workdir
 
-N_ITEMS = 48
+N_ITEMS = 32
 BAD = {5: "image not found", 9: "cannot read image"}
 SRC = str(Path(lvlmrec.__file__).resolve().parents[1])
 RAY = ["--engine", "ray", "--workers", "2"]
@@ -39,8 +39,12 @@ RAY = ["--engine", "ray", "--workers", "2"]
 
 # --------------------------------------------------------------------------- without Ray
 def test_scale_options_reach_the_config_but_not_the_stage_keys(tmp_path):
-    from lvlmrec.cli import load_run_config
+    from lvlmrec.cli import _scale, load_run_config
     from lvlmrec.pipeline import _stages
+
+    assert _scale(None, None, 2, None)["engine"] == "ray"  # a Ray option implies the engine
+    assert _scale("local", "auto", None, None)["engine"] == "local"
+    assert _scale(None, None, None, None)["engine"] is None  # the config decides
 
     cfg = load_run_config(None, None, ["describe.scale.cpus_per_worker=2"], {"describe": {
         "batch_size": 8, "scale": {"engine": "ray", "address": "10.0.0.1:6379", "workers": 3,
@@ -188,7 +192,7 @@ def test_attributes_on_ray_equal_local_and_survive_a_killed_worker(ray_address, 
 def test_tiny_llava_on_ray_writes_what_the_local_engine_writes(ray_address, catalog, tmp_path,
                                                                tiny_llava):
     args = ["--backend", "hf", "--model", str(tiny_llava), "--max-new-tokens", "6",
-            "--batch-size", "3", "--max-items", "12"]
+            "--batch-size", "4", "--max-items", "12"]
     local, on_ray = _copy(catalog, tmp_path / "local"), _copy(catalog, tmp_path / "ray")
     _ok(["describe", "--workdir", str(local), *args])
     _ok(["describe", "--workdir", str(on_ray), *args, *RAY])
@@ -231,8 +235,9 @@ def test_encode_on_ray_equals_local_and_each_is_the_others_cache(ray_address, ca
     local, on_ray = _copy(catalog, tmp_path / "local"), _copy(catalog, tmp_path / "ray")
     for wd in (local, on_ray):
         _ok(["describe", "--workdir", str(wd), "--set", "describe.enabled=false"])
-    _ok(["encode", "--workdir", str(local)])
-    output = _ok(["encode", "--workdir", str(on_ray), *RAY])
+    sizes = ["--set", "encode.image_batch_size=8"]  # 4 batches for 2 workers
+    _ok(["encode", "--workdir", str(local), *sizes])
+    output = _ok(["encode", "--workdir", str(on_ray), *sizes, *RAY])
     assert "2 images could not be read" in output
     names = sorted(p.stem for p in Workdir(local).embeddings_dir.glob("*.npy"))
     assert names == sorted(p.stem for p in Workdir(on_ray).embeddings_dir.glob("*.npy"))

@@ -36,7 +36,8 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config; default: the
 SetOpt = typer.Option(None, "--set", help="Override a config value: --set describe.batch_size=8 "
                       "(repeatable; the value is parsed as YAML).")
 ProgressOpt = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
-EngineOpt = typer.Option(None, help="local (this process) or ray (a Ray cluster; docs/ray.md).")
+EngineOpt = typer.Option(None, help="local (this process) or ray (a Ray cluster; docs/ray.md); "
+                         "--address, --workers or --gpus-per-worker imply ray.")
 AddressOpt = typer.Option(None, help="Ray cluster: auto or HOST:PORT; default: start a local Ray.")
 WorkersOpt = typer.Option(None, min=1, help="Ray actors, each holding one copy of the model.")
 GpusOpt = typer.Option(None, min=0, help="GPUs per Ray actor (fractions share a GPU).")
@@ -44,8 +45,11 @@ GpusOpt = typer.Option(None, min=0, help="GPUs per Ray actor (fractions share a 
 
 def _scale(engine: str | None, address: str | None, workers: int | None,
            gpus_per_worker: float | None) -> dict[str, Any]:
-    return {"engine": engine, "address": address, "workers": workers,
-            "gpus_per_worker": gpus_per_worker}
+    """The scale-out options; any Ray option given implies --engine ray."""
+    ray_options = {"address": address, "workers": workers, "gpus_per_worker": gpus_per_worker}
+    if engine is None and any(v is not None for v in ray_options.values()):
+        engine = "ray"
+    return {"engine": engine, **ray_options}
 
 
 # --------------------------------------------------------------------------- config plumbing

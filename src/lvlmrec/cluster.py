@@ -68,15 +68,20 @@ def ray_session(scale: ScaleConfig) -> Iterator[Any]:
             where = f"the Ray cluster at {scale.address}" if scale.address else "a local Ray"
             raise StageError(f"cannot start or reach {where}: {err} (start a cluster with "
                              "`ray start --head`; see docs/ray.md)") from None
+    context = ray.data.DataContext.get_current()
+    before = (context.enable_progress_bars, context.target_max_block_size)
     try:
         check_resources(ray.cluster_resources(), scale)
-        context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # the driver shows its own, per item
+        # a block is one batch by construction: never split it (the backend would get the
+        # batch in parts)
+        context.target_max_block_size = None
         for name, level in (("ray.data", logging.WARNING),  # no per-dataset INFO lines
                             ("ray.data._internal.progress", logging.ERROR)):  # "bars off"
             logging.getLogger(name).setLevel(level)
         yield ray
     finally:
+        context.enable_progress_bars, context.target_max_block_size = before
         if started:
             ray.shutdown()
 
