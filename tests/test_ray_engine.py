@@ -232,19 +232,22 @@ def test_a_killed_driver_resumes_without_redoing_finished_items(ray_address, cat
 
 @pytest.mark.timeout(120)
 def test_encode_on_ray_equals_local_and_each_is_the_others_cache(ray_address, catalog, tmp_path):
-    local, on_ray = _copy(catalog, tmp_path / "local"), _copy(catalog, tmp_path / "ray")
-    for wd in (local, on_ray):
-        _ok(["describe", "--workdir", str(wd), "--set", "describe.enabled=false"])
-    sizes = ["--set", "encode.image_batch_size=8"]  # 4 batches for 2 workers
+    local = _copy(catalog, tmp_path / "local")
+    # descriptions for a quarter of the items: the other rows of text_description are zero
+    _ok(["describe", "--workdir", str(local), "--max-items", "8"])
+    on_ray = _copy(local, tmp_path / "ray")
+    # several blocks per text source and 4 image batches for the 2 workers
+    sizes = ["--set", "encode.image_batch_size=8", "--set", "encode.text_batch_size=2"]
     _ok(["encode", "--workdir", str(local), *sizes])
     output = _ok(["encode", "--workdir", str(on_ray), *sizes, *RAY])
     assert "2 images could not be read" in output
     names = sorted(p.stem for p in Workdir(local).embeddings_dir.glob("*.npy"))
     assert names == sorted(p.stem for p in Workdir(on_ray).embeddings_dir.glob("*.npy"))
-    assert "text_title" in names and "image_efficientnet" in names
+    assert {"text_title", "text_description", "image_efficientnet"} <= set(names)
     for name in names:
         a, b = (np.load(Workdir(w).embedding_path(name)) for w in (local, on_ray))
         assert a.shape == b.shape and np.abs(a).sum() > 0
+        np.testing.assert_array_equal(a.any(axis=1), b.any(axis=1))  # the same zero rows
         np.testing.assert_allclose(a, b, atol=2e-5, err_msg=name)
         meta = [json.loads(Workdir(w).embedding_path(name).with_suffix(".json").read_text())
                 for w in (local, on_ray)]

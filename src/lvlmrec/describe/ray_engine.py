@@ -33,9 +33,9 @@ from lvlmrec.describe.base import (
 from lvlmrec.describe.store import DescriptionStore
 from lvlmrec.errors import StageError
 
+# Between processes "" stands for no text and no error (Ray Data turns a column of None
+# into floats), and an empty array for no image.
 _NO_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
-# Between processes "" stands for no text / no error: Ray Data turns a column of None
-# into floats.
 
 
 def describe_items_ray(describer: Describer, cfg: DescribeConfig, store: DescriptionStore,
@@ -52,7 +52,8 @@ def describe_items_ray(describer: Describer, cfg: DescribeConfig, store: Descrip
     if batches:
         pending = [it for batch in batches for it in batch]
         columns = {"item_id": [it.item_id for it in pending],
-                   "image_path": [it.image_path and str(it.image_path) for it in pending],
+                   "image_path": [None if it.image_path is None else str(it.image_path)
+                                  for it in pending],
                    "title": [it.title for it in pending]}
         bounds = np.cumsum([0] + [len(batch) for batch in batches])
         with ray_session(cfg.scale), progress_bar(describer, n_pending, show_progress) as bar:
@@ -69,7 +70,7 @@ def describe_items_ray(describer: Describer, cfg: DescribeConfig, store: Descrip
 
 def _load_images(rows: dict[str, list[Any]]) -> dict[str, np.ndarray]:
     """CPU task: decode and check a batch's images; a bad one keeps its error, not pixels."""
-    items = [DescribeItem(i, p and Path(p), t)
+    items = [DescribeItem(i, None if p is None else Path(p), t)
              for i, p, t in zip(rows["item_id"], rows["image_path"], rows["title"])]
     loaded = [load_item_image(it) for it in items]
     return {"item_id": np.asarray(rows["item_id"], dtype=np.int64),

@@ -50,8 +50,8 @@ class RayEncoders:
         texts = [text for source in sources for text in source]
         step = encoder.batch_size * TEXT_BATCHES_PER_BLOCK
         starts = np.cumsum([0] + [len(source) for source in sources])
-        bounds = sorted({*starts.tolist(), *(b for s, e in zip(starts, starts[1:])
-                                             for b in range(s, e, step))})
+        # blocks of `step` texts, none spanning two sources
+        bounds = [b for s, e in zip(starts, starts[1:]) for b in range(s, e, step)] + [len(texts)]
         dataset = batch_dataset({"row": range(len(texts)), "text": texts}, bounds, _text_rows,
                                 self.scale)
         dataset = on_workers(dataset, TextWorker, self.scale, len(bounds) - 1, encoder=encoder)

@@ -1,7 +1,8 @@
 """The encode stage: text embeddings of every text source, image embeddings of every image.
 
 Each embedding is cached by a key over the model and its exact inputs, so changing the
-describer re-encodes descriptions but never the images.
+describer re-encodes descriptions but never the images. The encoders run in this process
+or on a Ray cluster (`encode.scale`, docs/ray.md): same files, same keys.
 """
 
 from __future__ import annotations
@@ -52,56 +53,64 @@ def _join(first: str, second: str) -> str:
 
 def encode_all(cfg: EncodeConfig, workdir: Workdir, ds: Dataset, console: Console,
                show_progress: bool = True) -> list[Path]:
+    with contextlib.closing(_engine(cfg.scale, show_progress)) as engine:
+        return (_encode_texts(cfg, workdir, ds, console, engine)
+                + _encode_images(cfg, workdir, ds, console, engine))
+
+
+def _encode_texts(cfg: EncodeConfig, workdir: Workdir, ds: Dataset, console: Console,
+                  engine: LocalEncoders | RayEncoders) -> list[Path]:
     from lvlmrec.encode.text import TextEncoder
 
     outputs: list[Path] = []
-    text_encoder = TextEncoder(cfg.text_model, device=cfg.device, batch_size=cfg.text_batch_size)
-    with contextlib.closing(_engine(cfg.scale, show_progress)) as engine:
-        pending: dict[str, tuple[str, list[str]]] = {}  # source -> (key, texts)
-        for source, texts in text_inputs(workdir, ds).items():
-            name = f"text_{source}"
-            key = hash_obj({"model": cfg.text_model, "texts": hash_obj(texts)})
-            meta = embedding_meta(workdir, name)
-            if meta is None or meta.get("key") != key:
-                pending[source] = (key, texts)
-            else:
-                console.print(f"  [dim]{name}: cached[/dim]")
-            outputs += [workdir.embedding_path(name),
-                        workdir.embedding_path(name).with_suffix(".json")]
-        if pending:
-            console.print(f"  encoding {', '.join(pending)} texts with {cfg.text_model}")
-            embeddings = engine.texts(text_encoder, [texts for _, texts in pending.values()])
-            for (source, (key, _)), emb in zip(pending.items(), embeddings):
-                save_embedding(workdir, f"text_{source}", emb,
-                               {"key": key, "model": text_encoder.model_id, "source": source,
-                                "normalised": True})
-        paths = ds.image_paths(workdir)
-        if cfg.images and any(p is not None for p in paths):
-            name = f"image_{_image_source_name(cfg.image_model)}"
-            fingerprints = [(str(p), p.stat().st_size, p.stat().st_mtime_ns)
-                            if p is not None and p.is_file() else None for p in paths]
-            from lvlmrec.encode.image import PREPROCESSING_VERSION, ImageEncoder
-
-            encoder = ImageEncoder(cfg.image_model, device=cfg.device,
-                                   batch_size=cfg.image_batch_size, image_size=cfg.image_size)
-            key = hash_obj({"model": encoder.model_id, "preprocessing": PREPROCESSING_VERSION,
-                            "images": hash_obj(fingerprints)})
-            meta = embedding_meta(workdir, name)
-            if meta is None or meta.get("key") != key:
-                console.print(f"  encoding {sum(p is not None for p in paths)} images "
-                              f"with {cfg.image_model}")
-                emb, failures = engine.images(encoder, paths)
-                if failures:
-                    console.print(f"  [yellow]{len(failures)} images could not be read; "
-                                  f"their rows are zero[/yellow]")
-                save_embedding(workdir, name, emb, {"key": key, "model": cfg.image_model,
-                                                    "source": "image", "normalised": False,
-                                                    "n_unreadable": len(failures)})
-            else:
-                console.print(f"  [dim]{name}: cached[/dim]")
-            outputs += [workdir.embedding_path(name),
-                        workdir.embedding_path(name).with_suffix(".json")]
+    pending: dict[str, tuple[str, list[str]]] = {}  # source -> (key, texts)
+    for source, texts in text_inputs(workdir, ds).items():
+        name = f"text_{source}"
+        key = hash_obj({"model": cfg.text_model, "texts": hash_obj(texts)})
+        meta = embedding_meta(workdir, name)
+        if meta is None or meta.get("key") != key:
+            pending[source] = (key, texts)
+        else:
+            console.print(f"  [dim]{name}: cached[/dim]")
+        outputs += [workdir.embedding_path(name), workdir.embedding_path(name).with_suffix(".json")]
+    if pending:
+        encoder = TextEncoder(cfg.text_model, device=cfg.device, batch_size=cfg.text_batch_size)
+        console.print(f"  encoding {', '.join(pending)} texts with {cfg.text_model}")
+        embeddings = engine.texts(encoder, [texts for _, texts in pending.values()])
+        for (source, (key, _)), emb in zip(pending.items(), embeddings):
+            save_embedding(workdir, f"text_{source}", emb, {"key": key, "model": encoder.model_id,
+                                                            "source": source, "normalised": True})
     return outputs
+
+
+def _encode_images(cfg: EncodeConfig, workdir: Workdir, ds: Dataset, console: Console,
+                   engine: LocalEncoders | RayEncoders) -> list[Path]:
+    paths = ds.image_paths(workdir)
+    if not cfg.images or all(p is None for p in paths):
+        return []
+    name = f"image_{_image_source_name(cfg.image_model)}"
+    fingerprints = [(str(p), p.stat().st_size, p.stat().st_mtime_ns)
+                    if p is not None and p.is_file() else None for p in paths]
+    from lvlmrec.encode.image import PREPROCESSING_VERSION, ImageEncoder
+
+    encoder = ImageEncoder(cfg.image_model, device=cfg.device,
+                           batch_size=cfg.image_batch_size, image_size=cfg.image_size)
+    key = hash_obj({"model": encoder.model_id, "preprocessing": PREPROCESSING_VERSION,
+                    "images": hash_obj(fingerprints)})
+    meta = embedding_meta(workdir, name)
+    if meta is None or meta.get("key") != key:
+        console.print(f"  encoding {sum(p is not None for p in paths)} images "
+                      f"with {cfg.image_model}")
+        emb, failures = engine.images(encoder, paths)
+        if failures:
+            console.print(f"  [yellow]{len(failures)} images could not be read; "
+                          f"their rows are zero[/yellow]")
+        save_embedding(workdir, name, emb, {"key": key, "model": cfg.image_model,
+                                            "source": "image", "normalised": False,
+                                            "n_unreadable": len(failures)})
+    else:
+        console.print(f"  [dim]{name}: cached[/dim]")
+    return [workdir.embedding_path(name), workdir.embedding_path(name).with_suffix(".json")]
 
 
 class LocalEncoders:
