@@ -2,11 +2,8 @@
 
 import dataclasses
 import io
-import os
 import re
 import shutil
-import socket
-import threading
 
 import numpy as np
 import pytest
@@ -24,6 +21,7 @@ from lvlmrec.pipeline import run_pipeline
 from lvlmrec.represent.base import Recommender
 from lvlmrec.represent.fit import load_model
 from lvlmrec.serve.app import STATIC_DIR, create_app
+from lvlmrec.serve.browser import IMAGES_LOADED, browser_available, headless_chromium, serving
 from lvlmrec.serve.index import ExactIndex, HnswIndex, unit_rows
 from lvlmrec.serve.service import Representation, load_run
 from lvlmrec.workdir import Workdir
@@ -344,67 +342,31 @@ def test_docs_and_page_load_nothing_from_outside(client):
 
 
 # --------------------------------------------------------------------------- the page
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-@pytest.fixture
-def live_server(run):
-    """The app under uvicorn on a loopback port, in a thread."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(run=run), log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        thread.join(0.05)
-        assert thread.is_alive(), "the server did not start"
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(10)
-    sock.close()
-
-
-@pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+@pytest.mark.skipif(not browser_available(),
                     reason="the browser test needs Debian's chromium and chromium-driver "
                            "(apt-get install -y chromium chromium-driver)")
-def test_page_shows_a_users_recommendations(live_server, run, tmp_path, monkeypatch):
+def test_page_shows_a_users_recommendations(run, tmp_path):
     pytest.importorskip("selenium")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    monkeypatch.setenv("SE_OFFLINE", "true")  # Selenium Manager must not fetch anything
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-quic", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
-                 f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
     # a user whose top 10 (left column: the default representation) has a test hit
     api = TestClient(create_app(run=run))
     user, api_hits = next(
         (u, hits) for u in range(run.n_users)
         for hits in [[it["hit"] for it in api.get(f"/users/{u}/recommendations").json()["items"]]]
         if any(hits) and not all(hits))
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    try:
-        driver.get(live_server + "/")
+    with serving(create_app(run=run)) as url, headless_chromium(tmp_path / "profile") as driver:
+        driver.get(url + "/")
         wait = WebDriverWait(driver, 60)
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#right .rep-select option"))
                    == len(run.representations))
         driver.find_element(By.ID, "user-input").send_keys(str(user))
         driver.find_element(By.CSS_SELECTOR, "#user-form button[type=submit]").click()
-        loaded = """
-            const imgs = [...document.querySelectorAll(arguments[0])];
-            return imgs.length >= arguments[1] && imgs.every(i => i.complete && i.naturalWidth > 0);
-        """
         for column in ("#left", "#right"):
-            wait.until(lambda d: d.execute_script(loaded, f"{column} .rec-image", 10))
-        wait.until(lambda d: d.execute_script(loaded, "#history img", len(run.user_history(user))))
+            wait.until(lambda d: d.execute_script(IMAGES_LOADED, f"{column} .rec-image", 10))
+        n_history = len(run.user_history(user))
+        wait.until(lambda d: d.execute_script(IMAGES_LOADED, "#history img", n_history))
         assert f"User {user}" in driver.find_element(By.ID, "user-title").text
         # hits marked on the page are the API's hits
         cards = driver.find_elements(By.CSS_SELECTOR, "#left .card")
@@ -413,8 +375,6 @@ def test_page_shows_a_users_recommendations(live_server, run, tmp_path, monkeypa
         # every resource came from the server itself
         urls = driver.execute_script(
             "return performance.getEntriesByType('resource').map(e => e.name)")
-        assert urls and all(u.startswith(live_server) for u in urls), urls
+        assert urls and all(u.startswith(url) for u in urls), urls
         # the URL hash reopens the same view
         assert f"user={user}" in driver.current_url
-    finally:
-        driver.quit()

@@ -259,6 +259,7 @@ def serve(
     import ipaddress
 
     import uvicorn
+    from threadpoolctl import threadpool_limits
 
     from lvlmrec.serve.app import create_app
     from lvlmrec.serve.index import INDEX_KINDS
@@ -279,6 +280,9 @@ def serve(
     console.print(f"Serving {workdir}: {served.n_items} items, {served.n_users} users, "
                   f"representations {', '.join(served.representations)}\n"
                   f"  page: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
+    # One BLAS thread per request: requests run in parallel in the server's thread pool, and
+    # a multi-threaded product over the item matrix is several times slower on busy cores.
+    threadpool_limits(1)
     uvicorn.run(create_app(run=served, max_k=max_k), host=host, port=port,
                 access_log=access_log, log_level="info")
 

@@ -150,6 +150,8 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
     app.state.run = run
     n_history = np.diff(run.history.indptr)
     n_test = np.diff(run.test.indptr)
+    item_history = np.bincount(run.history.indices, minlength=run.n_items)
+    item_test = np.bincount(run.test.indices, minlength=run.n_items)
     lower_source_ids = [s.lower() for s in run.user_source_ids]
     default_rep = next(iter(run.representations))
 
@@ -271,9 +273,10 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
 
     @app.get("/users/{user_id}/recommendations", response_model=Recommendations,
              tags=["recommendations"])
-    def user_recommendations(user_id: int, k: int = k_query(), representation: str | None = rep_query(),
-                             explain: bool = Query(True, description="name the history "
-                                                   "items behind each recommendation")) -> dict:
+    def user_recommendations(
+            user_id: int, k: int = k_query(), representation: str | None = rep_query(),
+            explain: bool = Query(True, description="name the history items behind each "
+                                  "recommendation")) -> dict:
         """Top-k for a known user; their train + valid items are the history and are never
         recommended; test items are marked as hits."""
         check_user(user_id)
@@ -302,9 +305,8 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
     def item_detail(item_id: int) -> dict:
         """Title, description, metadata text and image URL of one item."""
         check_item(item_id)
-        col = run.history.indices == item_id
-        return {**item(item_id), "text": run.texts[item_id], "n_interactions": int(col.sum()),
-                "n_test": int((run.test.indices == item_id).sum())}
+        return {**item(item_id), "text": run.texts[item_id],
+                "n_interactions": int(item_history[item_id]), "n_test": int(item_test[item_id])}
 
     @functools.lru_cache(maxsize=4096)
     def thumbnail(item_id: int, size: int) -> bytes | None:
@@ -340,7 +342,8 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
                         headers={**headers, "X-Placeholder": "1"})
 
     @app.get("/items/{item_id}/similar", response_model=Neighbours, tags=["items"])
-    def similar(item_id: int, k: int = k_query(), representation: str | None = rep_query()) -> dict:
+    def similar(item_id: int, k: int = k_query(),
+                representation: str | None = rep_query()) -> dict:
         """The items nearest to one item in a representation's item space."""
         check_item(item_id)
         rep = get_representation(representation)
@@ -357,17 +360,9 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
         text encoder (only `kind: text` representations can answer)."""
         if not q.strip():
             raise HTTPException(422, "the query is empty")
-        if representation is None:
-            if not run.searchable:
-                run.embed_query(q)  # raises SearchUnavailable with the reason
-            rep = run.representations[run.searchable[0]]
-        else:
-            rep = get_representation(representation)
-        if not rep.searchable:
-            raise SearchUnavailable(
-                f"representation {rep.name!r} is not a text embedding of the run's text "
-                f"encoder; searchable: {', '.join(run.searchable) or 'none'}")
-        ids, scores = rep.search(run.embed_query(q), k)
+        if representation is not None:
+            get_representation(representation)  # 404 for an unknown name
+        rep, ids, scores = run.search(q, k, representation)
         return {"representation": rep.name, "query": q, "items": scored(ids, scores)}
 
     return app

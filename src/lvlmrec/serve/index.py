@@ -75,7 +75,12 @@ class HnswIndex:
                                ef_construction=ef_construction, random_seed=seed)
         if len(present):
             self._index.add_items(unit_vectors[present], present, num_threads=num_threads)
-        self._index.set_ef(max(ef, max_k + 1))
+        self.set_ef(max(ef, max_k + 1))
+
+    def set_ef(self, ef: int) -> None:
+        """Change the search beam (larger: better recall, slower); not during searches."""
+        self._index.set_ef(ef)
+        self.ef = ef
 
     def search(self, query: np.ndarray, k: int,
                exclude: Iterable[int] = ()) -> tuple[np.ndarray, np.ndarray]:

@@ -119,9 +119,7 @@ class Representation:
         return self.model.similar_items(item_id, k)
 
     def search(self, query_vector: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if not self.searchable:
-            raise SearchUnavailable(f"representation {self.name!r} is not a text embedding of "
-                                    "the run's text encoder, so it cannot answer a search")
+        """Items nearest to a query embedded in this representation's item space."""
         if query_vector.shape[0] != self.unit_vectors.shape[1]:
             raise SearchUnavailable(
                 f"representation {self.name!r} has {self.unit_vectors.shape[1]}-d items but "
@@ -190,12 +188,23 @@ class ServedRun:
     def searchable(self) -> list[str]:
         return [name for name, rep in self.representations.items() if rep.searchable]
 
-    def embed_query(self, text: str) -> np.ndarray:
-        """The unit query vector of a free text, from the run's text encoder."""
+    def search(self, text: str, k: int,
+               name: str | None = None) -> tuple[Representation, np.ndarray, np.ndarray]:
+        """Items nearest to a free text in a text representation (default: the first)."""
         if not self.searchable:
             raise SearchUnavailable(
                 "this run has no representation searchable by text: search needs a `kind: "
                 f"text` representation over one of the text sources {', '.join(TEXT_SOURCES)}")
+        name = name or self.searchable[0]
+        if name not in self.searchable:
+            raise SearchUnavailable(
+                f"representation {name!r} is not a text embedding of the run's text encoder; "
+                f"searchable: {', '.join(self.searchable)}")
+        rep = self.representations[name]
+        return rep, *rep.search(self.embed_query(text), k)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """The unit query vector of a free text, from the run's text encoder."""
         with self._encoder_lock:
             if self._encoder is None:
                 from lvlmrec.encode.text import TextEncoder

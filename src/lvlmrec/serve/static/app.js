@@ -165,7 +165,8 @@ async function fillSide(i) {
   try {
     if (view.user !== undefined) {
       const r = await api(`/users/${view.user}/recommendations?k=${k()}&representation=${rep}`);
-      const hits = r.n_hits === null ? "" : ` · ${r.n_hits} of ${r.n_test} test items in the top ${r.k}`;
+      const hits = r.n_hits === null ? ""
+        : ` · ${r.n_hits} of ${r.n_test} test items in the top ${r.k}`;
       fillColumn(column, r.items, `${name}${hits}${metricText(name)}`, r.explanation);
     } else if (view.q !== undefined) {
       const r = await api(`/search?q=${encodeURIComponent(view.q)}&k=${k()}&representation=${rep}`);
