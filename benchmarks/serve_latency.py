@@ -14,7 +14,7 @@ clients (threads, one keep-alive httpx client each) for a bounded time per scena
 Latency is measured by the client, request to full response, so it includes HTTP, JSON
 and the client's own time on the shared cores. The server runs with its access log off;
 `server_cpu_ms` is the server process's CPU time per answered request (what the service
-costs, whatever the clients cost).
+costs) and `client_cpu_ms` the clients' (which share the same cores).
 
     python benchmarks/serve_latency.py [--seconds 15] [--clients 1 4] [--index exact]
                                        [--workdir DIR] [--scenarios user-mean ...]
@@ -160,10 +160,11 @@ def drive(base: str, scenario: str, clients: int, seconds: float, server_pid: in
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for t in threads:
         t.start()
-    cpu = []
-    for when in (t_measure, t_end):  # the server's CPU time over the measured window
+    cpu, own = [], []
+    for when in (t_measure, t_end):  # CPU time of the server and of the clients
         time.sleep(max(0.0, when - time.perf_counter()))
         cpu.append(cpu_seconds(server_pid))
+        own.append(time.process_time())
     for t in threads:
         t.join()
     lat = np.concatenate([np.asarray(x) for x in latencies]) * 1000
@@ -171,7 +172,8 @@ def drive(base: str, scenario: str, clients: int, seconds: float, server_pid: in
             "errors": sum(errors), "req_per_s": len(lat) / seconds,
             "p50_ms": np.percentile(lat, 50), "p90_ms": np.percentile(lat, 90),
             "p99_ms": np.percentile(lat, 99), "max_ms": lat.max(),
-            "server_cpu_ms": (cpu[1] - cpu[0]) * 1000 / max(len(lat), 1)}
+            "server_cpu_ms": (cpu[1] - cpu[0]) * 1000 / max(len(lat), 1),
+            "client_cpu_ms": (own[1] - own[0]) * 1000 / max(len(lat), 1)}
 
 
 def main() -> None:

@@ -147,7 +147,6 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
                     f"{run.n_items} items, {run.n_users} users, "
                     f"{len(run.representations)} representations. The page is at /.",
     )
-    app.state.run = run
     n_history = np.diff(run.history.indptr)
     n_test = np.diff(run.test.indptr)
     item_history = np.bincount(run.history.indices, minlength=run.n_items)
@@ -175,17 +174,15 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
                                      f"{', '.join(run.representations)}")
         return rep
 
-    def check_user(user_id: int) -> int:
+    def check_user(user_id: int) -> None:
         if not 0 <= user_id < run.n_users:
             raise HTTPException(404, f"unknown user_id {user_id}: user ids are "
                                      f"0..{run.n_users - 1}")
-        return user_id
 
-    def check_item(item_id: int, where: str = "") -> int:
+    def check_item(item_id: int, where: str = "") -> None:
         if not 0 <= item_id < run.n_items:
             raise HTTPException(404, f"unknown item_id {item_id}{where}: item ids are "
                                      f"0..{run.n_items - 1}")
-        return item_id
 
     def item(i: int) -> dict:
         return {"item_id": i, "source_id": run.item_source_ids[i], "title": run.titles[i],

@@ -1,7 +1,7 @@
 """Nearest-neighbour search over one representation's item vectors (cosine).
 
 `ExactIndex` scores every item with one matrix-vector product: at the study's 38,493 items
-x 384 dims that is about a millisecond, so it is the default and always correct.
+x 384 dims that is about 2 ms on one core, so it is the default and always correct.
 `HnswIndex` (hnswlib, the `ann` extra) answers in tens of microseconds at any catalog size at
 the price of a build on startup and a recall below 1; `benchmarks/ann_recall.py` measures it.
 

@@ -233,10 +233,6 @@ def load_run(workdir: str | Path | Workdir, index: str = "exact", max_k: int = 1
     ds = Dataset.load(wd, features=False)
     cfg = _saved_config(wd)
     items = ds.items
-    inter = ds.interactions
-    history = ds.matrix(("train", "valid"))
-    test = ds.matrix(("test",)) if (inter["split"] == "test").any() else \
-        sp.csr_matrix((ds.n_users, ds.n_items), dtype=np.float32)
     strategies = {s.name: s for s in cfg.represent.strategies} if cfg else {}
     metrics = _metrics(wd)
     text_model = cfg.encode.text_model if cfg else None
@@ -254,6 +250,8 @@ def load_run(workdir: str | Path | Workdir, index: str = "exact", max_k: int = 1
             say(f"skipping representation {name}: {skipped[name]}")
             continue
         strategy = strategies.get(name)
+        if index != "exact" and model.item_vectors() is not None:
+            say(f"building the {index} index of {name}")
         reps[name] = Representation(
             name, model, strategy, index=index, max_k=max_k, metrics=metrics.get(name),
             text_source=_text_source(wd, strategy, model, text_model))
@@ -269,8 +267,8 @@ def load_run(workdir: str | Path | Workdir, index: str = "exact", max_k: int = 1
         image_paths=ds.image_paths(wd),
         item_source_ids=items["source_id"].astype(str).tolist(),
         user_source_ids=ds.users["source_id"].astype(str).tolist(),
-        history=history,
-        test=test,
+        history=ds.matrix(("train", "valid")),
+        test=ds.matrix(("test",)),
         representations=reps,
         skipped=skipped,
         text_model=text_model,
