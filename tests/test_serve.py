@@ -7,7 +7,6 @@ import shutil
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from fastapi.testclient import TestClient
 from PIL import Image
 from typer.testing import CliRunner
