@@ -7,9 +7,9 @@ popularity      target items binned by training popularity (number of training
                 interactions): an item is "head" when the items more popular than it hold
                 less than a third of all training interactions, "mid" when they hold less
                 than two thirds, "tail" otherwise (at least one training interaction). Bins
-                are popularity thresholds, so tied items share a bin. Per user, Recall@K on the targets of the bin
-                only (hits among them / their number), averaged over users with at least
-                one such target.
+                are popularity thresholds, so tied items share a bin. Per user, Recall@K
+                on the targets of the bin only (hits among them / their number), averaged
+                over users with at least one such target.
 cold_items      target items with no training interaction ("cold") vs the rest ("warm"):
                 Recall@K on those targets only, same way. Content representations can rank
                 cold items; purely collaborative ones cannot.
