@@ -150,6 +150,7 @@ def rank_sampled(model, task: Task, ks, block_size: int = 2048, show_progress: b
         pool[np.repeat(np.arange(len(block)), n_tgt), cols] = tgt.indices
         scores = score_block(model, block, task.history[block], n_items)
         pool_scores = torch.gather(scores, 1, torch.from_numpy(np.maximum(pool, 0))).numpy()
+        del scores
         pool_scores = np.where(np.isnan(pool_scores) | (pool < 0), -np.inf, pool_scores)
         order = np.lexsort((np.where(pool < 0, n_items, pool), -pool_scores), axis=1)
         ranked = np.take_along_axis(pool, order, axis=1)[:, :top.shape[1]]

@@ -183,7 +183,9 @@ def iter_topk(model, user_ids: np.ndarray, history: sp.csr_matrix, k: int,
         hist = history[users]
         scores = score_block(model, users, hist, n_items)
         mask_block(scores, hist, excluded)
-        yield slice(start, start + len(users)), topk_block(scores, k)
+        top = topk_block(scores, k)
+        del scores  # free this block before the next one is scored
+        yield slice(start, start + len(users)), top
 
 
 def rank_users(

@@ -264,8 +264,8 @@ class Page:
             f"Dataset: {counts.get('n_users', '?')} users, {counts.get('n_items', '?')} items, "
             f"{counts.get('n_interactions', '?')} interactions.",
             f"Baseline: **{self.res.baseline}**. Cells: mean [95% CI, {ci}]; marks: "
-            "Benjamini-Hochberg-adjusted paired t-test against the baseline, * p < 0.05, "
-            "** p < 0.01, *** p < 0.001 (the paired randomisation test, "
+            "Benjamini-Hochberg-adjusted paired t-test against the baseline, `*` p < 0.05, "
+            "`**` p < 0.01, `***` p < 0.001 (the paired randomisation test, "
             f"{run['n_permutations']} sign flips, is in `results/significance.csv`).",
         ]
 
@@ -299,7 +299,8 @@ class Page:
     def write_markdown(self) -> Path:
         lines = ["# lvlmrec report", "", *[f"{s}  " for s in self.intro()], "",
                  f"## Results (test split, protocol: {self.res.run['protocol']})", "",
-                 self.table.to_markdown(index=False), ""]
+                 self.table.map(lambda v: v.replace("*", "\\*") if isinstance(v, str)
+                                else v).to_markdown(index=False), ""]
         lines += ["## Figures", ""]
         for fig in self.figs:
             lines += [f"![{fig.name}](figures/{fig.name}.png)", "", f"*{fig.caption}*", ""]
@@ -351,7 +352,7 @@ class Page:
         for fig in self.figs:
             parts.append(f"<figure><img alt='{e(fig.name)}' src='{_data_uri(fig.png, 'png')}'>"
                          f"<figcaption>{e(fig.caption)}</figcaption></figure>")
-        parts += [f"<p class='note'>{e(note)}</p>" for note in self.notes]
+        parts += [f"<p class='note'>{_inline_markdown(e(note))}</p>" for note in self.notes]
         if self.cases:
             parts.append("<h2>Case studies</h2>")
             for case in self.cases:
@@ -390,7 +391,8 @@ class Page:
                 f"{e(self.metric)}: {e(a)} {case.values[a]:.3f}, {e(b)} {case.values[b]:.3f}; "
                 f"{len(case.targets)} test items.</p>"
                 f"<h4>History ({len(case.history)} items)</h4><div class='strip'>{history}</div>"
-                f"<table class='tops'><tr><th>rank</th><th>{e(a)}</th><th>{e(b)}</th></tr>"
+                f"<table class='tops'><colgroup><col class='rank'><col><col></colgroup>"
+                f"<tr><th>rank</th><th>{e(a)}</th><th>{e(b)}</th></tr>"
                 + "".join(rows) + "</table></section>")
 
     def _thumb_html(self, item: int) -> str:
@@ -404,11 +406,15 @@ def _data_uri(data: bytes, kind: str) -> str:
 
 
 def _inline_markdown(text: str) -> str:
-    """**x** -> <b>x</b> and `x` -> <code>x</code> in already escaped text."""
-    for marker, tag in (("**", "b"), ("`", "code")):
-        parts = text.split(marker)
-        text = "".join(f"<{tag}>{p}</{tag}>" if i % 2 else p for i, p in enumerate(parts))
-    return text
+    """`x` -> <code>x</code>, then **x** -> <b>x</b> outside code, in escaped text."""
+    out = []
+    for i, part in enumerate(text.split("`")):
+        if i % 2:
+            out.append(f"<code>{part}</code>")
+        else:
+            bold = part.split("**")
+            out.append("".join(f"<b>{p}</b>" if j % 2 else p for j, p in enumerate(bold)))
+    return "".join(out)
 
 
 CSS = """
@@ -428,10 +434,11 @@ figcaption { font-size: 13px; color: #555; }
 .thumb img, .item img { width: 96px; height: 96px; object-fit: contain; background: #f6f6f6; }
 .noimg { width: 96px; height: 96px; background: #eee; color: #999; font-size: 11px;
          display: flex; align-items: center; justify-content: center; }
-table.tops { border-collapse: collapse; width: 100%; margin-top: .8em; }
+table.tops { border-collapse: collapse; width: 100%; margin-top: .8em; table-layout: fixed; }
+table.tops col.rank { width: 3.5em; }
 table.tops td, table.tops th { border-bottom: 1px solid #eee; vertical-align: top;
-       padding: 4px; width: 48%; }
-table.tops td.rank { width: 4%; text-align: center; font-weight: bold; }
+       padding: 4px; }
+table.tops td.rank { text-align: center; font-weight: bold; }
 .item { display: flex; gap: 8px; font-size: 12px; padding: 3px; }
 .item.hit { background: #e3f6e3; outline: 2px solid #3a3; }
 .mark { color: #1a7f1a; font-weight: bold; }
