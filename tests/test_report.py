@@ -17,7 +17,7 @@ from lvlmrec.describe.run import active_path
 from lvlmrec.describe.store import DescriptionStore
 from lvlmrec.encode.store import save_embedding
 from lvlmrec.errors import ConfigError
-from lvlmrec.evaluate.run import choose_baseline, covered_items, evaluate_all
+from lvlmrec.evaluate.run import choose_baseline, covered_items, evaluate_all, main_metrics
 from lvlmrec.report.build import ablation_groups, build_report, comparison_pair, load_results
 from lvlmrec.represent.fit import fit_all
 from lvlmrec.workdir import Workdir, write_json
@@ -158,6 +158,14 @@ def test_baseline_choice():
     assert choose_baseline(EvaluateConfig(), strategies[2:]) == "title_vision_concat"
     with pytest.raises(ConfigError, match="evaluate.baseline: 'nope'"):
         choose_baseline(EvaluateConfig(baseline="nope"), strategies)
+
+
+def test_significance_metrics_are_checked():
+    assert main_metrics(EvaluateConfig(ks=[10])) == ["recall@10", "ndcg@10"]
+    with pytest.raises(ConfigError, match="'recal@10' is not a metric"):
+        main_metrics(EvaluateConfig(significance_metrics=["recal@10"]))
+    with pytest.raises(ConfigError, match="none of"):
+        main_metrics(EvaluateConfig(ks=[5]))
 
 
 def test_report_compare_must_name_two_representations(fitted, tmp_path):

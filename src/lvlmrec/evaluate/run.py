@@ -32,7 +32,7 @@ from lvlmrec.describe.store import DescriptionStore
 from lvlmrec.encode.store import TEXT_SOURCES, embedding_meta
 from lvlmrec.errors import ConfigError, StageError
 from lvlmrec.evaluate.protocols import Task, describe_protocol, evaluate_task, make_task
-from lvlmrec.evaluate.ranking import metric_columns
+from lvlmrec.evaluate.ranking import METRICS, metric_columns
 from lvlmrec.evaluate.slices import slice_metrics
 from lvlmrec.evaluate.stats import compare_to_baseline
 from lvlmrec.represent.fit import load_model
@@ -80,7 +80,12 @@ def choose_baseline(cfg: EvaluateConfig, strategies: list[StrategyConfig]) -> st
 
 def main_metrics(cfg: EvaluateConfig) -> list[str]:
     """The metrics tested for significance: those of `cfg.significance_metrics` whose K
-    is evaluated."""
+    is evaluated (a name that is no metric at all is an error)."""
+    for name in cfg.significance_metrics:
+        metric, _, k = name.partition("@")
+        if metric not in METRICS or not k.isdigit():
+            raise ConfigError(f"evaluate.significance_metrics: {name!r} is not a metric; "
+                              f"use NAME@K with NAME in {', '.join(METRICS)}")
     available = set(metric_columns(cfg.ks))
     chosen = [m for m in cfg.significance_metrics if m in available]
     if not chosen:

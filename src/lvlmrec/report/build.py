@@ -209,6 +209,10 @@ def build_report(cfg: ReportConfig, workdir: Workdir, console: Console,
     res = load_results(workdir)
     metrics = res.run["significance_metrics"]
     metric = cfg.metric if cfg.metric in metrics else metrics[0]
+    if metric != cfg.metric:
+        console.print(f"  [yellow]report.metric {cfg.metric!r} is not among the tested "
+                      f"metrics {metrics} (evaluate.significance_metrics); using "
+                      f"{metric}[/yellow]")
     steps = tqdm(total=3, desc="report", disable=not show_progress, leave=False)
     figs, notes = build_figures(res, metrics, metric)
     steps.update()
