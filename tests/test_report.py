@@ -190,3 +190,17 @@ def test_ablation_groups_by_text_source_and_prompt():
     text_only, prompt = ablation_groups(strategies)
     assert [s["name"] for s in text_only] == ["a", "b", "c"]
     assert prompt == {"no title in prompt": ["a"], "title in prompt": ["b"]}
+
+
+def test_case_study_users_both_directions():
+    from lvlmrec.report.cases import choose_users
+
+    per_user = pd.DataFrame({"user_id": [0, 1, 2, 3] * 2,
+                             "representation": ["a"] * 4 + ["b"] * 4,
+                             "recall@10": [0.5, 0.0, 1.0, 0.0, 0.5, 1.0, 0.0, 0.0]})
+    chosen = choose_users(per_user, "a", "b", "recall@10", n=3, seed=0)
+    assert chosen[0] == (1, "largest recall@10 gain of b over a")
+    assert chosen[1] == (2, "largest recall@10 gain of a over b")
+    assert chosen[2] == (0, "drawn at random among users with a hit")
+    same = per_user.assign(**{"recall@10": [0.5, 0.0, 1.0, 0.0] * 2})
+    assert "never beats" in choose_users(same, "a", "b", "recall@10", n=1)[0][1]

@@ -273,6 +273,17 @@ class Page:
             f"{run['n_permutations']} sign flips, is in `results/significance.csv`).",
         ]
 
+    def case_note(self) -> str:
+        protocol = self.res.run["protocol"]
+        where = "the covered items" if protocol == "covered" else "the whole catalog"
+        note = (f"Top-10 of {self.compare[0]} and {self.compare[1]} over {where}, test "
+                "history masked, from the evaluator's own ranking code; hits are the user's "
+                "test items.")
+        if protocol == "sampled":
+            note += (" The metric values quoted are the sampled protocol's (ranked within "
+                     "the sampled pool), the lists are not.")
+        return note
+
     def item_text(self, item: int, limit: int = 160) -> tuple[str, str]:
         desc = self.descriptions.get(item, "")
         if len(desc) > limit:
@@ -310,7 +321,7 @@ class Page:
             lines += [f"![{fig.name}](figures/{fig.name}.png)", "", f"*{fig.caption}*", ""]
         lines += [f"> {note}" for note in self.notes] + [""]
         if self.cases:
-            lines += ["## Case studies", ""]
+            lines += ["## Case studies", "", self.case_note(), ""]
             for case in self.cases:
                 lines += self._case_markdown(case)
         path = self.workdir.report_dir / "report.md"
@@ -358,7 +369,7 @@ class Page:
                          f"<figcaption>{e(fig.caption)}</figcaption></figure>")
         parts += [f"<p class='note'>{_inline_markdown(e(note))}</p>" for note in self.notes]
         if self.cases:
-            parts.append("<h2>Case studies</h2>")
+            parts += ["<h2>Case studies</h2>", f"<p>{e(self.case_note())}</p>"]
             for case in self.cases:
                 parts.append(self._case_html(case))
         parts.append("</body></html>")

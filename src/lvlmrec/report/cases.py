@@ -41,13 +41,16 @@ def choose_users(per_user: pd.DataFrame, first: str, second: str, metric: str, n
     wide = wide[[first, second]].dropna().sort_index()
     delta = wide[second] - wide[first]
     chosen: list[tuple[int, str]] = []
-    if n >= 1 and len(delta):
-        user = int(delta.idxmax())
-        chosen.append((user, f"largest {metric} gain of {second} over {first}"))
-    if n >= 2 and len(delta):
-        user = int(delta.idxmin())
+    for sign, winner, loser in ((1, second, first), (-1, first, second))[:n]:
+        if not len(delta):
+            break
+        user = int((sign * delta).idxmax())
+        if sign * delta[user] > 0:
+            reason = f"largest {metric} gain of {winner} over {loser}"
+        else:
+            reason = f"{winner} never beats {loser} on {metric}; the closest user"
         if user not in dict(chosen):
-            chosen.append((user, f"largest {metric} gain of {first} over {second}"))
+            chosen.append((user, reason))
     pool = wide.index[(wide[first] > 0) | (wide[second] > 0)].difference([u for u, _ in chosen])
     rng = np.random.default_rng(seed)
     extra = rng.choice(pool.to_numpy(), size=min(max(n - len(chosen), 0), len(pool)),

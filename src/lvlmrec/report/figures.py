@@ -28,6 +28,12 @@ def to_png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _rep_colours(n: int) -> list:
+    """One distinct colour per representation (tab10, tab20 beyond 10, then cycling)."""
+    palette = COLOURS if n <= 10 else plt.get_cmap("tab20").colors
+    return [palette[i % len(palette)] for i in range(n)]
+
+
 def _subplots(*args, **kwargs):
     return plt.subplots(*args, layout="constrained", **kwargs)
 
@@ -189,10 +195,10 @@ def history_slices(slices: pd.DataFrame, order: list[str], metric: str, protocol
     bins = rows.drop_duplicates("bin_order").sort_values("bin_order")
     fig, ax = _subplots(figsize=(7.5, 4))
     x = {b: i for i, b in enumerate(bins["bin_order"])}
-    for i, name in enumerate(order):
+    for i, (name, colour) in enumerate(zip(order, _rep_colours(len(order)))):
         r = rows[rows["representation"] == name].sort_values("bin_order")
         ax.plot([x[b] for b in r["bin_order"]], r["value"], marker="o", lw=1.2,
-                color=COLOURS[i % 10], label=name, ls="-" if i < 10 else "--")
+                color=colour, label=name, ls="-" if i < 20 else "--")
     ax.set_xticks(range(len(bins)))
     ax.set_xticklabels([f"{b}\n({n} users)" for b, n in zip(bins["bin"], bins["n_users"])],
                        fontsize=8)
@@ -215,10 +221,10 @@ def item_slices(slices: pd.DataFrame, order: list[str], metric: str, protocol_la
     for ax, (name, rows) in zip(axes[0], panels):
         bins = rows.drop_duplicates("bin_order").sort_values("bin_order")
         width = 0.8 / len(order)
-        for i, rep in enumerate(order):
+        for i, (rep, colour) in enumerate(zip(order, _rep_colours(len(order)))):
             r = rows[rows["representation"] == rep].set_index("bin").reindex(bins["bin"])
             ax.bar(np.arange(len(bins)) + (i - (len(order) - 1) / 2) * width,
-                   r["value"].fillna(0), width, color=COLOURS[i % 10], label=rep)
+                   r["value"].fillna(0), width, color=colour, label=rep)
         ax.set_xticks(range(len(bins)))
         ax.set_xticklabels([f"{b}\n{rng}\n({n} users)" for b, rng, n in
                             zip(bins["bin"], bins["bin_range"], bins["n_users"])], fontsize=7)
