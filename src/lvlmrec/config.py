@@ -197,6 +197,9 @@ class EvaluateConfig(Section):
     n_bootstrap: int = Field(1000, ge=0)
     n_permutations: int = Field(2000, ge=0)
     seed: int = 0
+    # metrics tested against the baseline (significance.csv, report marks, slices)
+    significance_metrics: list[str] = Field(
+        default_factory=lambda: ["recall@10", "ndcg@10", "recall@20", "ndcg@20"])
 
     @field_validator("ks")
     @classmethod
