@@ -179,7 +179,11 @@ class Recommender:
                 setattr(model, key, npz[key])
         for sparse_file in path.glob("*_.npz"):
             setattr(model, sparse_file.stem, sp.load_npz(sparse_file).tocsr())
+        model._load_extra(path)
         return model
+
+    def _load_extra(self, path: Path) -> None:
+        """Restore what a subclass's `save` wrote beside the generic state (torch weights)."""
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
