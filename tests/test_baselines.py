@@ -15,11 +15,10 @@ def _csr(rows, n_items):
     return sp.csr_matrix((np.ones(len(c), np.float32), (r, c)), shape=(len(rows), n_items))
 
 
-def _data(train, valid=None, emb=None):
-    valid = train[:, :0] if valid is None else valid
-    if valid.shape != train.shape:
-        valid = sp.csr_matrix(train.shape, dtype=np.float32)
-    return TrainData(train=train, valid=valid, embedding=lambda s: emb[s], show_progress=False)
+def _data(train):
+    """Training interactions only (collaborative models read no embedding)."""
+    return TrainData(train=train, valid=sp.csr_matrix(train.shape, dtype=np.float32),
+                     embedding=lambda source: {}[source], show_progress=False)
 
 
 def test_popularity_ranks_by_training_count():
@@ -129,7 +128,8 @@ def test_hybrid_blends_and_round_trips(tmp_path):
     model.save(tmp_path / "h")
     loaded = Recommender.load(tmp_path / "h")
     assert loaded.weight_ == 0.25 and loaded.scoring == "max"
-    np.testing.assert_array_equal(loaded.score(np.arange(4), hist), model.score(np.arange(4), hist))
+    np.testing.assert_array_equal(loaded.score(np.arange(4), hist),
+                                  model.score(np.arange(4), hist))
 
 
 def test_hybrid_rejects_a_non_content_kind():

@@ -210,3 +210,12 @@ def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, eps)
+
+
+def binary_csr(matrix) -> sp.csr_matrix:
+    """A float32 CSR copy with every stored non-zero set to 1 (duplicates merged)."""
+    out = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    out.sum_duplicates()
+    out.eliminate_zeros()
+    out.data[:] = 1.0
+    return out

@@ -12,18 +12,11 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from lvlmrec.errors import ConfigError
-from lvlmrec.represent.base import Recommender, TrainData
+from lvlmrec.represent.base import Recommender, TrainData, binary_csr
 from lvlmrec.represent.content import ContentRecommender
 
 #: item rows of the co-occurrence matrix built at once by ItemKNN
 _KNN_BLOCK = 2048
-
-
-def _binary(matrix: sp.spmatrix) -> sp.csr_matrix:
-    out = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
-    out.sum_duplicates()
-    out.data[:] = 1.0
-    return out
 
 
 class Popularity(Recommender):
@@ -35,7 +28,7 @@ class Popularity(Recommender):
         pass
 
     def fit(self, data: TrainData) -> Popularity:
-        self.counts_ = np.asarray(_binary(data.train).sum(axis=0), dtype=np.float32).ravel()
+        self.counts_ = np.asarray(binary_csr(data.train).sum(axis=0), dtype=np.float32).ravel()
         return self
 
     @property
@@ -92,7 +85,7 @@ def item_similarity(train: sp.spmatrix, neighbours: int, shrink: float = 0.0,
         raise ValueError(f"neighbours must be at least 1, not {neighbours}")
     if shrink < 0:
         raise ValueError(f"shrink must be non-negative, not {shrink}")
-    x = _binary(train)
+    x = binary_csr(train)
     xt = x.T.tocsr()
     norms = np.sqrt(np.diff(xt.indptr)).astype(np.float32)
     n_items = x.shape[1]
@@ -110,7 +103,7 @@ def item_similarity(train: sp.spmatrix, neighbours: int, shrink: float = 0.0,
 
 
 def knn_scores(history: sp.spmatrix, similarity: sp.csr_matrix) -> np.ndarray:
-    return np.asarray((_binary(history) @ similarity).toarray(), dtype=np.float32)
+    return np.asarray((binary_csr(history) @ similarity).toarray(), dtype=np.float32)
 
 
 NORMALISERS = ("zscore", "minmax")

@@ -12,10 +12,9 @@ training items, the other pairs of the batch giving the negatives:
   user     (default) u's profile, the mean of the fused embeddings of u's other training
            items, and i are a positive pair: the study's scoring rule, learned directly.
   cooccur  i and another item of u's training history are a positive pair.
-On the demo, `user` gave the higher validation Recall@20 for all three fusions
-(docs/representations.md has the figures).
-In both, an in-batch "negative" that the anchor's user actually interacted with in training
-is masked out of the softmax rather than pushed away.
+In both, an in-batch "negative" that the anchor's user interacted with in training is
+dropped from the softmax rather than pushed away. On the demo, `user` gave the higher
+validation Recall@20 for all three fusions (docs/representations.md has the figures).
 
 Items lacking one modality (a zero row, e.g. no image) are fused from the other alone;
 items lacking both stay zero vectors and never match anything.
@@ -34,7 +33,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from lvlmrec.errors import StageError
-from lvlmrec.represent.base import TrainData, l2_normalise
+from lvlmrec.represent.base import TrainData, binary_csr, l2_normalise
 from lvlmrec.represent.content import ContentRecommender
 from lvlmrec.represent.training import EarlyStopping, cpu_threads, seed_everything
 from lvlmrec.workdir import atomic_path
@@ -52,8 +51,8 @@ class FusionNet(nn.Module):
 
     mode "attention": softmax over modalities of a learned score per modality token.
     mode "gating": a sigmoid gate per hidden unit from both tokens: g*text + (1-g)*vision.
-    mode "cross": the two modality tokens attend to each other (multi-head attention over
-    the pair, residual, LayerNorm), then are averaged.
+    mode "cross": multi-head attention over the pair of modality tokens, so each token
+    takes in the other (and itself), with a residual and LayerNorm; then averaged.
     """
 
     MODES = ("attention", "gating", "cross")
@@ -160,7 +159,7 @@ class TrainedFusion(ContentRecommender):
         optimiser = torch.optim.Adam(net.parameters(), lr=self.lr,
                                      weight_decay=self.weight_decay)
         inputs = (torch.from_numpy(text).to(device), torch.from_numpy(vision).to(device))
-        pairs = _Pairs(sp.csr_matrix(data.train), rng)
+        pairs = _Pairs(data.train, rng)
         stopper = EarlyStopping(patience=self.patience)
         self.train_loss_: list[float] = []
         self.valid_recall_: list[float] = []
@@ -251,7 +250,7 @@ class GatingFusion(TrainedFusion):
 
 
 class CrossModalFusion(TrainedFusion):
-    """Each modality token attends to the other (cross-modal attention)."""
+    """The modality tokens attend across modalities (cross-modal attention)."""
 
     label = "cross-modal attention"
     mode = "cross"
@@ -293,20 +292,16 @@ class _Pairs:
     """
 
     def __init__(self, train: sp.csr_matrix, rng: np.random.Generator):
-        train = train.astype(np.float32)
-        train.sum_duplicates()
-        train.data[:] = 1.0
-        self.train = train
+        self.train = binary_csr(train)
         self.rng = rng
-        counts = np.diff(train.indptr)
-        self.users = np.repeat(np.arange(train.shape[0]), counts)
-        keep = counts[self.users] >= 2
+        self.counts = np.diff(self.train.indptr)
+        users = np.repeat(np.arange(self.train.shape[0]), self.counts)
+        keep = self.counts[users] >= 2
         if not keep.any():
             raise StageError("no user has two or more training items: a fusion cannot be "
                              "trained on these interactions")
         self.positions = np.flatnonzero(keep)  # indices into train.indices
-        self.users = self.users[keep]
-        self.counts = counts
+        self.users = users[keep]
 
     def batches(self, batch_size: int):
         order = self.rng.permutation(len(self.positions))
@@ -327,8 +322,9 @@ class _Pairs:
 
     def history_without(self, users: np.ndarray, items: np.ndarray) -> sp.csr_matrix:
         """Training histories of `users` with each row's own held-out item removed."""
-        held_out = sp.csr_matrix((np.ones(len(users), np.float32),
-                                  (np.arange(len(users)), items)), shape=(len(users), self.train.shape[1]))
+        rows = np.arange(len(users))
+        held_out = sp.csr_matrix((np.ones(len(users), np.float32), (rows, items)),
+                                 shape=(len(users), self.train.shape[1]))
         out = (self.train[users] - held_out).tocsr()
         out.eliminate_zeros()
         return out
