@@ -25,7 +25,7 @@ class Popularity(Recommender):
     label = "popularity"
 
     def __init__(self):
-        pass
+        """No parameters (an explicit empty signature for the registry)."""
 
     def fit(self, data: TrainData) -> Popularity:
         self.counts_ = np.asarray(binary_csr(data.train).sum(axis=0), dtype=np.float32).ravel()
