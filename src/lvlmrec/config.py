@@ -175,6 +175,8 @@ class StrategyConfig(Section):
 class RepresentConfig(Section):
     strategies: list[StrategyConfig] = Field(default_factory=list)
     device: str = "auto"
+    # importable Python modules that register extra strategy kinds (docs/representations.md)
+    plugins: list[str] = Field(default_factory=list)
 
     @field_validator("strategies")
     @classmethod
