@@ -41,8 +41,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-#: Model families whose inputs and positions the engine was verified on (tests/test_describe_engine.py):
-#: every input tensor has one row per item, positions are one index per token.
+#: Model families the engine is verified on (tests/test_describe_engine.py): every input
+#: tensor has one row per item, and positions are one index per token.
 SUPPORTED_MODEL_TYPES = frozenset({"llava_next", "idefics3"})
 Chunk = Mapping[str, torch.Tensor]  # one processor call's output, on the model's device
 
@@ -83,6 +83,9 @@ class GenerateEngine(ABC):
     def generate(self, model: Any, chunks: Sequence[Chunk], **generate_kwargs: Any
                  ) -> list[torch.Tensor]:
         """Per chunk, its rows' new token ids (rows, n_new): after a row's EOS, pad ids."""
+
+    def release(self) -> None:
+        """Free what the engine keeps between calls (a KV cache)."""
 
 
 class PlainGenerate(GenerateEngine):
@@ -335,6 +338,16 @@ class FastEngine(GenerateEngine):
         self.memory_fraction = memory_fraction
         self.check_every = max(1, check_every)
         self._wave: _Wave | None = None
+
+    @property
+    def last_wave(self) -> dict[str, Any] | None:
+        """The shape of the decode wave it holds (rows, cache columns, CUDA graph or not)."""
+        wave = self._wave
+        return None if wave is None else {"rows": wave.rows, "columns": wave.columns,
+                                          "cuda_graph": wave.graph is not None}
+
+    def release(self) -> None:
+        self._wave = None
 
     def unsupported(self, model: Any, generate_kwargs: dict[str, Any]) -> str | None:
         model_type = getattr(model.config, "model_type", None)

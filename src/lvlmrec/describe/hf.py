@@ -249,6 +249,7 @@ class HFDescriber(PromptedDescriber):
         return self.clean(texts, prepared.prompts)
 
     def close(self) -> None:
+        self.engine.release()
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None

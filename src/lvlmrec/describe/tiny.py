@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -78,66 +79,83 @@ def word_level_tokenizer(special_tokens: list[str], words: list[str], bos_token:
                                    **named_specials)
 
 
+def llava_next_parts(tile: int, patch_size: int, pinpoints: list[list[int]],
+                     text: dict[str, Any], vision: dict[str, Any], vision_feature_layer: int = -1,
+                     vocab_size: int | None = None, image_processor_class: Any = None
+                     ) -> tuple[Any, Any, Any]:
+    """A LLaVA-NeXT processor, model config and generation config, built offline.
+
+    `tile`-px tiles of `patch_size`-px patches, anyres over `pinpoints`; `text` and `vision`
+    are MistralConfig and CLIPVisionConfig arguments. The tokenizer is word-level, padded
+    with filler words to `vocab_size` tokens when given (a real vocabulary's size). The
+    generation config suppresses the special tokens, so outputs always decode to words.
+    """
+    from transformers import (
+        CLIPVisionConfig,
+        GenerationConfig,
+        LlavaNextConfig,
+        LlavaNextProcessor,
+        MistralConfig,
+    )
+
+    if image_processor_class is None:
+        try:
+            from transformers import LlavaNextImageProcessorPil as image_processor_class
+        except ImportError:  # transformers 4.x: the PIL-based processor has the plain name
+            from transformers import LlavaNextImageProcessor as image_processor_class
+
+    words = tiny_words()
+    if vocab_size is not None:
+        words += [f"w{i}" for i in range(vocab_size - len(SPECIAL_TOKENS) - len(words))]
+    tokenizer = word_level_tokenizer(SPECIAL_TOKENS, words, bos_token="<s>",
+                                     eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+    vocab = tokenizer.get_vocab()
+    ids = {name: vocab[token] for name, token in
+           (("bos", "<s>"), ("eos", "</s>"), ("pad", "<pad>"), ("image", "<image>"))}
+    image_processor = image_processor_class(
+        size={"shortest_edge": tile}, crop_size={"height": tile, "width": tile},
+        image_grid_pinpoints=pinpoints)
+    processor = LlavaNextProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+        vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE,
+        image_token="<image>", num_additional_image_tokens=1)  # CLIP's class token
+    text_config = MistralConfig(vocab_size=len(vocab), bos_token_id=ids["bos"],
+                                eos_token_id=ids["eos"], pad_token_id=ids["pad"], **text)
+    vision_config = CLIPVisionConfig(image_size=tile, patch_size=patch_size, **vision)
+    config = LlavaNextConfig(
+        text_config=text_config, vision_config=vision_config,
+        image_token_index=ids["image"], image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="default", vision_feature_layer=vision_feature_layer,
+        tie_word_embeddings=False)
+    generation_config = GenerationConfig(
+        bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
+        suppress_tokens=[vocab[t] for t in SPECIAL_TOKENS])
+    return processor, config, generation_config
+
+
 def build_tiny_llava_next(path: str | Path, seed: int = 0) -> Path:
     """Write a complete, loadable LLaVA-NeXT checkpoint folder to `path`; returns it.
 
     Same seed, same weights. Generation never emits special tokens (the checkpoint's
     generation config suppresses them), so every output decodes to at least one word.
     """
-    from transformers import (
-        CLIPVisionConfig,
-        GenerationConfig,
-        LlavaNextConfig,
-        LlavaNextForConditionalGeneration,
-        LlavaNextProcessor,
-        MistralConfig,
-    )
-
-    try:
-        from transformers import LlavaNextImageProcessorPil as ImageProcessor
-    except ImportError:  # transformers 4.x: the PIL-based processor has the plain name
-        from transformers import LlavaNextImageProcessor as ImageProcessor
+    from transformers import LlavaNextForConditionalGeneration
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = word_level_tokenizer(SPECIAL_TOKENS, tiny_words(), bos_token="<s>",
-                                     eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
-    vocab = tokenizer.get_vocab()
-    ids = {name: vocab[token] for name, token in
-           (("bos", "<s>"), ("eos", "</s>"), ("pad", "<pad>"), ("image", "<image>"))}
-
-    pinpoints = [[IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE],
-                 [2 * IMAGE_SIZE, 2 * IMAGE_SIZE]]
-    image_processor = ImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        image_grid_pinpoints=pinpoints,
-    )
-    patch_size = 8
-    processor = LlavaNextProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
-        vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE,
-        image_token="<image>", num_additional_image_tokens=1)  # CLIP's class token
-
-    text_config = MistralConfig(
-        vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-        max_position_embeddings=1024, bos_token_id=ids["bos"], eos_token_id=ids["eos"],
-        pad_token_id=ids["pad"])
-    vision_config = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        image_size=IMAGE_SIZE, patch_size=patch_size, projection_dim=32)
-    config = LlavaNextConfig(
-        text_config=text_config, vision_config=vision_config,
-        image_token_index=ids["image"], image_grid_pinpoints=pinpoints,
-        vision_feature_select_strategy="default", vision_feature_layer=-1,
-        tie_word_embeddings=False)
+    processor, config, generation_config = llava_next_parts(
+        IMAGE_SIZE, 8,
+        [[IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE],
+         [2 * IMAGE_SIZE, 2 * IMAGE_SIZE]],
+        text={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+              "max_position_embeddings": 1024},
+        vision={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "projection_dim": 32})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlavaNextForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
-        suppress_tokens=[vocab[t] for t in SPECIAL_TOKENS])
+    model.generation_config = generation_config
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
