@@ -45,7 +45,7 @@ from lvlmrec.describe.hf import HFDescriber, pick_dtype  # noqa: E402
 from lvlmrec.describe.prompts import resolve_prompt  # noqa: E402
 from lvlmrec.describe.store import DescriptionStore  # noqa: E402
 from lvlmrec.describe.tiny import llava_next_parts  # noqa: E402
-from lvlmrec.device import set_cpu_threads  # noqa: E402
+from lvlmrec.device import available_cpus, set_cpu_threads  # noqa: E402
 
 PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]  # llava-v1.6
 MISTRAL_VOCAB = 32064  # llava-v1.6-mistral-7b-hf's text vocabulary (32,000 + image/pad tokens)
@@ -251,7 +251,8 @@ def main() -> None:
     parser.add_argument("--path-budget-s", type=float, default=150.0,
                         help="stop a path after this many seconds (its figures stay)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (default: the CPUs granted; 1 on a busy machine)")
+                        help="torch CPU threads (default: the CPUs granted; on a GPU, those "
+                             "divided by the preprocessing threads; 1 on a busy machine)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -267,6 +268,9 @@ def main() -> None:
     args.generate_batch = args.generate_batch or (128 if cuda else 8)
     args.fast_batch = args.fast_batch or (192 if cuda else 8)
     args.repeats = args.repeats or (1 if cuda else 3)
+    args.preprocess_workers = args.preprocess_workers or min(8, available_cpus())
+    if cuda and args.threads is None:  # preprocessing threads x torch threads <= cores
+        args.threads = max(1, available_cpus() // args.preprocess_workers)
     args.threads = set_cpu_threads(args.threads)
     if cuda and args.dtype in ("fp32", "float32"):  # an exactness check: no TF32 anywhere
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
@@ -275,7 +279,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "environment": {"device": torch.cuda.get_device_name(0) if cuda else _cpu_name(),
-                        "cpus": os.cpu_count(), "torch": torch.__version__,
+                        "cpus": available_cpus(), "torch": torch.__version__,
                         "transformers": transformers.__version__,
                         "python": platform.python_version()},
         "results": {}}

@@ -203,7 +203,8 @@ def test_the_describe_loop_prepares_ahead(tiny_llava, tmp_path, plain):
 def test_plan_waves_and_capacity():
     assert plan_waves([4, 4, 4], None) == [[0, 1, 2]]
     assert plan_waves([4, 4, 4], 12) == [[0, 1, 2]]
-    assert plan_waves([4, 4, 4, 4, 4], 12) == [[0, 1], [2, 3], [4]]  # near-equal waves
+    assert plan_waves([4, 4, 4, 4, 4], 12) == [[0, 1, 2], [3, 4]]
+    assert plan_waves([4] * 96, 250) == [list(range(48)), list(range(48, 96))]  # 192 + 192
     assert plan_waves([4, 4, 4, 4], 10) == [[0, 1], [2, 3]]
     assert plan_waves([5, 1], 2) == [[0], [1]]  # a chunk wider than the cap: a wave of its own
     assert plan_waves([], 3) == []

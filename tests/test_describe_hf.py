@@ -42,8 +42,7 @@ def test_loads_lazily_through_the_auto_classes(tiny_llava):
 
 
 def test_prompts_go_through_the_chat_template_left_padded(describer):
-    prompts = describer.prompt.texts(TITLES)
-    inputs = describer.build_inputs(_images(), prompts)
+    inputs = describer.prepare(_images(), TITLES).chunks[0]  # plain generate: one chunk
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     pad = describer.processor.tokenizer.pad_token_id
     assert (ids[:, -1] != pad).all() and (mask[:, -1] == 1).all()  # all end together

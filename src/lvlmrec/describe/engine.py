@@ -157,8 +157,9 @@ def strip_after_eos(ids: Sequence[int], eos_ids: Sequence[int]) -> list[int]:
 
 
 def plan_waves(rows: Sequence[int], capacity: int | None) -> list[list[int]]:
-    """Consecutive chunks grouped into decode waves of near-equal row counts, each at most
-    `capacity` rows (a chunk larger than that is a wave of its own); None: one wave."""
+    """Consecutive chunks grouped into decode waves of at most `capacity` rows (a chunk
+    larger than that is a wave of its own), as few as that allows and of similar sizes,
+    so that no wave decodes a small remainder alone; None: one wave."""
     total = sum(rows)
     if not capacity or total <= capacity:
         return [list(range(len(rows)))] if rows else []
@@ -166,7 +167,7 @@ def plan_waves(rows: Sequence[int], capacity: int | None) -> list[list[int]]:
     waves: list[list[int]] = [[]]
     filled = 0
     for i, n in enumerate(rows):
-        if waves[-1] and filled + n > target:
+        if waves[-1] and (filled >= target or filled + n > capacity):
             waves.append([])
             filled = 0
         waves[-1].append(i)

@@ -172,28 +172,23 @@ class HFDescriber(PromptedDescriber):
             log.warning("hf: engine %r cannot serve %s (%s); using plain generate",
                         self.engine.name, self.model, reason)
             self.engine = PlainGenerate()
-        self._pool = ThreadPoolExecutor(self.preprocess_workers, thread_name_prefix="preprocess")
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.preprocess_workers,
+                                            thread_name_prefix="preprocess")
 
-    def _process(self, images: Sequence[Image.Image], prompts: Sequence[str],
-                 processor: Any = None) -> Any:
-        """Chat-templated, left-padded model inputs, on the CPU."""
-        processor = processor or self.processor
+    def _process_in_worker(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> Any:
+        """Chat-templated, left-padded model inputs in the model's dtype, on the CPU."""
+        # a fast tokenizer called from two threads at once fails ("Already borrowed")
+        if getattr(self._local, "processor", None) is None:
+            self._local.processor = copy.deepcopy(self.processor)
+        processor = self._local.processor
         chats = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]}]
                  for p in prompts]
         texts = processor.apply_chat_template(chats, add_generation_prompt=True)
         # one image per prompt, nested: the form every processor accepts
-        return processor(text=texts, images=[[img] for img in images], padding=True,
-                         return_tensors="pt")
-
-    def build_inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> Any:
-        """The batch as the model takes it: chat-templated, left-padded, on its device."""
-        return self._process(images, prompts).to(self.device, dtype=self.torch_dtype)
-
-    def _process_in_worker(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> Any:
-        # a fast tokenizer called from two threads at once fails ("Already borrowed")
-        if getattr(self._local, "processor", None) is None:
-            self._local.processor = copy.deepcopy(self.processor)
-        return self._process(images, prompts, self._local.processor).to(dtype=self.torch_dtype)
+        inputs = processor(text=texts, images=[[img] for img in images], padding=True,
+                           return_tensors="pt")
+        return inputs.to(dtype=self.torch_dtype)
 
     def prepare(self, images: list[Image.Image], titles: list[str]) -> PreparedBatch:
         """Prompts and processor outputs, chunked as the engine wants them, made on CPU
