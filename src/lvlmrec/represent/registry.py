@@ -14,7 +14,9 @@ from typing import Any
 from lvlmrec.config import StrategyConfig
 from lvlmrec.errors import ConfigError
 from lvlmrec.represent.base import Recommender
+from lvlmrec.represent.cf import BPRMF, LightGCN
 from lvlmrec.represent.content import ConcatFusion, ContentRecommender, NaiveFusion
+from lvlmrec.represent.smore import SMORE
 
 REGISTRY: dict[str, type[Recommender]] = {}
 
@@ -29,6 +31,9 @@ register("vision", ContentRecommender)
 register("content", ContentRecommender)
 register("naive", NaiveFusion)
 register("concat", ConcatFusion)
+register("smore", SMORE)
+register("bpr", BPRMF)
+register("lightgcn", LightGCN)
 
 
 def build(strategy: StrategyConfig, seed: int = 0) -> Recommender:
