@@ -170,3 +170,18 @@ def test_nan_loss_stops_with_a_clear_error():
     data = grouped_data()
     with pytest.raises(Exception, match="lower learning_rate"):
         BPRMF(learning_rate=1e30, epochs=5).fit(data)
+
+
+def test_num_threads_applies_during_fit_only():
+    data = grouped_data()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen = []
+        model = BPRMF(epochs=1, num_threads=1)
+        real = model.build_module
+        model.build_module = lambda d: seen.append(torch.get_num_threads()) or real(d)
+        model.fit(data)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -16,6 +16,7 @@ vectors: cheap, no retraining, and exact for nothing but a sensible neighbour of
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +31,8 @@ from lvlmrec.represent.graph import to_torch_sparse, user_item_adjacency
 from lvlmrec.represent.training import EarlyStopping, seed_everything
 from lvlmrec.workdir import atomic_path
 
-#: users scored at once when measuring validation recall
-_EVAL_BLOCK = 2048
+#: bytes of scores (users x items, float32) one validation block may hold
+_EVAL_BYTES = 128 * 2**20
 
 
 # --------------------------------------------------------------------------- losses
@@ -96,9 +97,10 @@ def recall_at_k(user_vecs: torch.Tensor, item_vecs: torch.Tensor, train: sp.csr_
     if not len(users):
         return 0.0
     k = min(k, item_vecs.shape[0])
+    step = max(1, _EVAL_BYTES // (4 * item_vecs.shape[0]))
     total = 0.0
-    for start in range(0, len(users), _EVAL_BLOCK):
-        block = users[start:start + _EVAL_BLOCK]
+    for start in range(0, len(users), step):
+        block = users[start:start + step]
         scores = user_vecs[torch.as_tensor(block, device=user_vecs.device)] @ item_vecs.T
         seen = train[block].tocoo()
         scores[_index(seen.row, scores), _index(seen.col, scores)] = -torch.inf
@@ -119,9 +121,10 @@ def _index(ids: np.ndarray, like: torch.Tensor) -> torch.Tensor:
 class TrainingResult:
     best_state: dict
     best_epoch: int
-    best_recall: float
     losses: list[float]  # mean training loss per epoch
     valid: list[tuple[int, float]]  # (epoch, validation Recall@20)
+    train_seconds: list[float]  # per epoch
+    valid_seconds: list[float]  # per validation
 
 
 class BPRModule(nn.Module):
@@ -156,9 +159,12 @@ def train_bpr(module: BPRModule, data: TrainData, *, epochs: int, batch_size: in
     validate = data.valid.nnz > 0
     stopper = EarlyStopping(patience=patience)
     losses: list[float] = []
+    train_seconds: list[float] = []
+    valid_seconds: list[float] = []
     bar = tqdm(range(epochs), desc=desc, unit="epoch", leave=False,
                disable=not data.show_progress)
     for epoch in bar:
+        t0 = time.perf_counter()
         module.train()
         order = rng.permutation(len(pairs_u))
         users, pos = pairs_u[order], pairs_i[order]
@@ -177,20 +183,23 @@ def train_bpr(module: BPRModule, data: TrainData, *, epochs: int, batch_size: in
             total += loss.item() * len(u)
         scheduler.step()
         losses.append(total / len(users))
+        train_seconds.append(time.perf_counter() - t0)
         last = epoch == epochs - 1
         if validate and ((epoch + 1) % eval_every == 0 or last):
+            t0 = time.perf_counter()
             module.eval()
             with torch.no_grad():
                 user_vecs, item_vecs = module.embeddings()
             recall = recall_at_k(user_vecs, item_vecs, data.train, data.valid)
+            valid_seconds.append(time.perf_counter() - t0)
             bar.set_postfix(loss=f"{losses[-1]:.4f}", recall20=f"{recall:.4f}")
             if stopper.step(epoch, recall, module.state_dict()):
                 break
     if not validate:  # nothing to select on: keep the last epoch
         stopper.step(epochs - 1, 0.0, module.state_dict())
     return TrainingResult(best_state=stopper.best_state, best_epoch=stopper.best_epoch,
-                          best_recall=stopper.best_score, losses=losses,
-                          valid=stopper.history)
+                          losses=losses, valid=stopper.history, train_seconds=train_seconds,
+                          valid_seconds=valid_seconds)
 
 
 # --------------------------------------------------------------------------- recommenders
@@ -198,20 +207,34 @@ class EmbeddingRecommender(Recommender):
     """A model trained by `train_bpr` and scored by user . item dot products.
 
     Subclasses build their `BPRModule` and keep the trainer settings as parameters:
-    `learning_rate`, `lr_decay`, `batch_size`, `epochs`, `patience`, `eval_every`, `seed`.
+    `learning_rate`, `lr_decay`, `batch_size`, `epochs`, `patience`, `eval_every`, `seed`,
+    and `num_threads`: torch CPU threads while fitting (None keeps the process setting;
+    small models gain nothing from more threads, and lose a lot on a busy machine).
     """
 
     def build_module(self, data: TrainData) -> BPRModule:
         raise NotImplementedError
 
+    def train_settings(self) -> dict:
+        """The keyword arguments `fit` passes to `train_bpr`."""
+        return dict(epochs=self.epochs, batch_size=self.batch_size,
+                    learning_rate=self.learning_rate, lr_decay=self.lr_decay,
+                    patience=self.patience, eval_every=self.eval_every, seed=self.seed,
+                    desc=self.label or type(self).__name__)
+
     def fit(self, data: TrainData) -> EmbeddingRecommender:
+        threads = torch.get_num_threads()
+        if self.num_threads:
+            torch.set_num_threads(self.num_threads)
+        try:
+            return self._fit(data)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(self, data: TrainData) -> EmbeddingRecommender:
         seed_everything(self.seed)
         module = self.build_module(data).to(torch.device(data.device))
-        result = train_bpr(
-            module, data, epochs=self.epochs, batch_size=self.batch_size,
-            learning_rate=self.learning_rate, lr_decay=self.lr_decay, patience=self.patience,
-            eval_every=self.eval_every, seed=self.seed, desc=self.label or type(self).__name__,
-        )
+        result = train_bpr(module, data, **self.train_settings())
         module.load_state_dict(result.best_state)
         module.eval()
         with torch.no_grad():
@@ -277,7 +300,8 @@ class BPRMF(EmbeddingRecommender):
 
     def __init__(self, embedding_dim: int = 64, reg_weight: float = 1e-4,
                  learning_rate: float = 1e-3, lr_decay: float = 1.0, batch_size: int = 2048,
-                 epochs: int = 1000, patience: int = 20, eval_every: int = 1, seed: int = 0):
+                 epochs: int = 1000, patience: int = 20, eval_every: int = 1,
+                 num_threads: int | None = None, seed: int = 0):
         self.embedding_dim = embedding_dim
         self.reg_weight = reg_weight
         self.learning_rate = learning_rate
@@ -286,6 +310,7 @@ class BPRMF(EmbeddingRecommender):
         self.epochs = epochs
         self.patience = patience
         self.eval_every = eval_every
+        self.num_threads = num_threads
         self.seed = seed
 
     def build_module(self, data: TrainData) -> BPRModule:
@@ -323,7 +348,8 @@ class LightGCN(EmbeddingRecommender):
 
     def __init__(self, embedding_dim: int = 64, n_layers: int = 3, reg_weight: float = 1e-4,
                  learning_rate: float = 1e-3, lr_decay: float = 1.0, batch_size: int = 2048,
-                 epochs: int = 1000, patience: int = 20, eval_every: int = 1, seed: int = 0):
+                 epochs: int = 1000, patience: int = 20, eval_every: int = 1,
+                 num_threads: int | None = None, seed: int = 0):
         self.embedding_dim = embedding_dim
         self.n_layers = n_layers
         self.reg_weight = reg_weight
@@ -333,6 +359,7 @@ class LightGCN(EmbeddingRecommender):
         self.epochs = epochs
         self.patience = patience
         self.eval_every = eval_every
+        self.num_threads = num_threads
         self.seed = seed
 
     def build_module(self, data: TrainData) -> BPRModule:

@@ -163,7 +163,7 @@ class SMORE(EmbeddingRecommender):
                  train_features: bool = True, learning_rate: float = 1e-3,
                  lr_decay: float = 0.96, batch_size: int = 2048, epochs: int = 1000,
                  patience: int = 20, eval_every: int = 1, knn_block_size: int | None = None,
-                 seed: int = 0):
+                 num_threads: int | None = None, seed: int = 0):
         self.text = text
         self.vision = vision
         self.embedding_dim = embedding_dim
@@ -183,6 +183,7 @@ class SMORE(EmbeddingRecommender):
         self.patience = patience
         self.eval_every = eval_every
         self.knn_block_size = knn_block_size
+        self.num_threads = num_threads
         self.seed = seed
 
     def _features(self, data: TrainData, source: str) -> np.ndarray:
