@@ -115,3 +115,30 @@ def test_to_torch_sparse_products_match_scipy():
     x = np.random.default_rng(5).normal(size=(m.shape[1], 3)).astype(np.float32)
     got = torch.sparse.mm(to_torch_sparse(m), torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, m @ x, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_knn_graphs_for_40k_items_stay_under_2_gb():
+    """Both modality graphs and their fusion for 40k x 768-d items, in a fresh process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import lvlmrec
+
+    code = """
+import resource, numpy as np
+from lvlmrec.represent.graph import knn_graph, max_union
+rng = np.random.default_rng(0)
+text = rng.normal(size=(40_000, 768)).astype(np.float32)
+vision = rng.normal(size=(40_000, 768)).astype(np.float32)
+fused = max_union(knn_graph(text, 10), knn_graph(vision, 40))
+assert fused.shape == (40_000, 40_000) and fused.nnz >= 40_000 * 40
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(lvlmrec.__file__).parents[1])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env)
+    peak_kib = int(out.stdout.split()[-1])
+    assert peak_kib < 2 * 2**20, f"peak resident memory {peak_kib / 2**20:.2f} GiB"

@@ -163,3 +163,56 @@ def test_smore_and_lightgcn_beat_popularity_on_demo_data(demo):
     lightgcn = test_recall(LightGCN(learning_rate=0.01, epochs=5).fit(data))
     assert smore > popularity * 1.2
     assert lightgcn > popularity * 1.2
+
+
+def test_forward_matches_a_dense_step_by_step_reference(demo):
+    """The official forward written out densely in numpy with the module's own weights."""
+    _, data = demo
+    model = SMORE(text="text", vision="vision", embedding_dim=8, n_ui_layers=2)
+    net = model.build_module(data).eval()
+    w = {k: v.detach().double().numpy() for k, v in net.state_dict().items()}
+
+    def linear(x, name, bias=True):
+        return x @ w[f"{name}.weight"].T + (w[f"{name}.bias"] if bias else 0)
+
+    def sigmoid(x):
+        return 1 / (1 + np.exp(-x))
+
+    def softmax(x):
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    def dense(adj):
+        return adj.to_dense().double().numpy()
+
+    def spectral(x, filt, y=None):
+        f = np.fft.rfft(x, axis=1, norm="ortho")
+        if y is not None:
+            f = f * np.fft.rfft(y, axis=1, norm="ortho")
+        return np.fft.irfft(f * (filt[..., 0] + 1j * filt[..., 1]), n=8, axis=1, norm="ortho")
+
+    v = linear(w["vision_features"], "vision_proj")
+    t = linear(w["text_features"], "text_proj")
+    item, user = w["item"], w["user"]
+    ui, block = dense(net.ui_adj), dense(net.ui_block)
+    ego = np.vstack([user, item])
+    behaviour = (ego + ui @ ego + ui @ ui @ ego) / 3
+    views = {}
+    for name, conv, graph in [("vision", spectral(v, w["vision_filter"]), net.vision_adj),
+                              ("text", spectral(t, w["text_filter"]), net.text_adj),
+                              ("fusion", spectral(v, w["fusion_filter"], t), net.fusion_adj)]:
+        items = dense(graph) @ (item * sigmoid(linear(conv, f"{name}_gate.0")))
+        views[name] = np.vstack([block @ items, items])
+
+    def query(name):
+        return softmax(linear(np.tanh(linear(views["fusion"], f"{name}_query.0")),
+                              f"{name}_query.2", bias=False))
+
+    side = (sigmoid(linear(behaviour, "vision_prefer.0")) * query("vision") * views["vision"]
+            + sigmoid(linear(behaviour, "text_prefer.0")) * query("text") * views["text"]
+            + sigmoid(linear(behaviour, "fusion_prefer.0")) * views["fusion"]) / 3
+    with torch.no_grad():
+        final, got_side, got_behaviour = (x.double().numpy() for x in net.forward())
+    np.testing.assert_allclose(got_behaviour, behaviour, atol=1e-5)
+    np.testing.assert_allclose(got_side, side, atol=1e-5)
+    np.testing.assert_allclose(final, behaviour + side, atol=1e-5)

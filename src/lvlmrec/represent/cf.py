@@ -10,7 +10,7 @@ weights are kept and training stops after `patience` evaluations without improve
 After `fit`, a model is its two matrices `user_vectors_` and `item_vectors_`; the score of
 an item is the dot product. A user unknown to training (id < 0 or >= n_users, for example
 an anonymous history sent to the server) is folded in as the mean of their history items'
-vectors: cheap, no retraining, and exact for nothing but a sensible neighbour of the truth.
+vectors: an approximation of what training would give them, at no retraining cost.
 """
 
 from __future__ import annotations

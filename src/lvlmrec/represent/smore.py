@@ -28,7 +28,8 @@ Differences from the official code, all for scale or robustness, none in the mod
 the kNN graphs are built blockwise with top-k (`graph.knn_graph`) instead of from a
 dense N x N similarity; items whose features are all zero are isolated instead of
 producing NaN; everything runs on CPU or GPU (the reference calls `.cuda()`); the best
-validation epoch's weights are kept (MMRec reports the best epoch's test score instead).
+validation epoch's weights are kept (MMRec reports the best epoch's test score instead);
+the L2 term divides by the actual batch size (MMRec: by the configured 2048).
 """
 
 from __future__ import annotations
