@@ -16,8 +16,10 @@ from lvlmrec.config import StrategyConfig
 from lvlmrec.errors import ConfigError
 from lvlmrec.represent.base import Recommender
 from lvlmrec.represent.baselines import Hybrid, ItemKNN, Popularity
+from lvlmrec.represent.cf import BPRMF, LightGCN
 from lvlmrec.represent.content import ConcatFusion, ContentRecommender, NaiveFusion
 from lvlmrec.represent.fusion import AttentionFusion, CrossModalFusion, GatingFusion
+from lvlmrec.represent.smore import SMORE
 
 REGISTRY: dict[str, type[Recommender]] = {}
 
@@ -38,6 +40,9 @@ register("cross_attention", CrossModalFusion)
 register("popularity", Popularity)
 register("itemknn", ItemKNN)
 register("hybrid", Hybrid)
+register("smore", SMORE)
+register("bpr", BPRMF)
+register("lightgcn", LightGCN)
 
 
 def load_plugins(modules: list[str]) -> None:
