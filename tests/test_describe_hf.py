@@ -9,7 +9,7 @@ from PIL import Image
 from lvlmrec.config import DescribeConfig
 from lvlmrec.describe import hf
 from lvlmrec.describe.registry import make_describer
-from lvlmrec.describe.tiny import build_tiny_llava_next
+from lvlmrec.describe.tiny import build_tiny_idefics3, build_tiny_llava_next
 from lvlmrec.errors import ConfigError, MissingDependencyError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -42,8 +42,7 @@ def test_loads_lazily_through_the_auto_classes(tiny_llava):
 
 
 def test_prompts_go_through_the_chat_template_left_padded(describer):
-    prompts = describer.prompt.texts(TITLES)
-    inputs = describer.build_inputs(_images(), prompts)
+    inputs = describer.prepare(_images(), TITLES).chunks[0]  # plain generate: one chunk
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     pad = describer.processor.tokenizer.pad_token_id
     assert (ids[:, -1] != pad).all() and (mask[:, -1] == 1).all()  # all end together
@@ -125,52 +124,9 @@ def test_unknown_engine_is_a_config_error(tiny_llava):
         _describer(tiny_llava, options={"engine": "turbo"})
 
 
-def _tiny_idefics3(path):
-    """Another family through the same backend: Llama text model, SigLIP-like vision tower,
-    image splitting, nested image lists and a `User:... Assistant:` chat template."""
-    from transformers import (
-        GenerationConfig,
-        Idefics3Config,
-        Idefics3ForConditionalGeneration,
-        Idefics3ImageProcessorPil,
-        Idefics3Processor,
-    )
-
-    from lvlmrec.describe.tiny import tiny_words, word_level_tokenizer
-
-    specials = ["<unk>", "<|begin_of_text|>", "<end_of_utterance>", "<pad>", "<image>",
-                "<fake_token_around_image>", "<global-img>",
-                *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))]
-    tokenizer = word_level_tokenizer(specials, tiny_words() + ["user", "assistant"],
-                                     bos_token="<|begin_of_text|>", unk_token="<unk>",
-                                     eos_token="<end_of_utterance>", pad_token="<pad>")
-    template = ("{% for m in messages %}{{ m['role'] | capitalize }}:{% for c in m['content'] %}"
-                "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}"
-                "{% endfor %}<end_of_utterance>\n{% endfor %}"
-                "{% if add_generation_prompt %}Assistant:{% endif %}")
-    processor = Idefics3Processor(
-        image_processor=Idefics3ImageProcessorPil(size={"longest_edge": 64},
-                                                  max_image_size={"longest_edge": 32}),
-        tokenizer=tokenizer, image_seq_len=4, chat_template=template)
-    config = Idefics3Config(
-        text_config={"model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": 64,
-                     "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-                     "num_key_value_heads": 2, "pad_token_id": 3, "bos_token_id": 1,
-                     "eos_token_id": 2},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                       "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
-        scale_factor=2, image_token_id=4, pad_token_id=3, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    model = Idefics3ForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(eos_token_id=2, pad_token_id=3,
-                                               suppress_tokens=list(range(len(specials))))
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
-
-
 def test_another_model_family_through_the_same_code(tmp_path):
-    d = _describer(_tiny_idefics3(tmp_path / "idefics3"), prompt="study_code", include_title=True)
+    d = _describer(build_tiny_idefics3(tmp_path / "idefics3"), prompt="study_code",
+                  include_title=True)
     d.load()
     assert type(d.hf_model).__name__ == "Idefics3ForConditionalGeneration"
     images = _images()

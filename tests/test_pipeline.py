@@ -34,7 +34,8 @@ def test_demo_writes_every_artifact(demo_run):
                  w.descriptions_db, w.embedding_path("text_title"),
                  w.embedding_path("text_description"), w.embedding_path("image_efficientnet"),
                  w.metrics_path, w.results_dir / "per_user.parquet",
-                 w.report_dir / "report.md"):
+                 w.results_dir / "significance.csv", w.results_dir / "slices.csv",
+                 w.report_dir / "report.md", w.report_dir / "report.html"):
         assert path.is_file(), path
     assert list(w.figures_dir.glob("*.png"))
     metrics = pd.read_csv(w.metrics_path)

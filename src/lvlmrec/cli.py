@@ -331,6 +331,50 @@ def info(workdir: Path = WorkdirOpt,
         console.print(f"stage {name}: {state}")
 
 
+@app.command()
+def serve(
+    workdir: Path = typer.Option(..., "--workdir", "-w", help="A finished run's directory "
+                                 "(read only: the server writes nothing there)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; loopback by default."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    index: str = typer.Option("exact", help="Similar-items and search index: exact or hnsw "
+                              "(approximate, needs the `ann` extra; for large catalogs)."),
+    max_k: int = typer.Option(100, min=1, help="Largest k a request may ask for."),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log",
+                                    help="Log every request."),
+) -> None:
+    """Serve a finished run: an HTTP API (docs at /docs) and a web page at /."""
+    import ipaddress
+
+    import uvicorn
+    from threadpoolctl import threadpool_limits
+
+    from lvlmrec.serve.app import create_app
+    from lvlmrec.serve.index import INDEX_KINDS
+    from lvlmrec.serve.service import load_run
+
+    if index not in INDEX_KINDS:
+        raise ConfigError(f"--index must be one of {', '.join(INDEX_KINDS)}, not {index!r}")
+    served = load_run(workdir, index=index, max_k=max_k,
+                      progress=lambda msg: console.print(f"  {msg}", highlight=False))
+    served.warm()
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if not loopback:
+        console.print(f"[yellow]warning: listening on {host}: anyone who can reach this "
+                      "address can read the run's catalog and users[/yellow]")
+    console.print(f"Serving {workdir}: {served.n_items} items, {served.n_users} users, "
+                  f"representations {', '.join(served.representations)}\n"
+                  f"  page: http://{host}:{port}/   API docs: http://{host}:{port}/docs")
+    # One BLAS thread per request: requests run in parallel in the server's thread pool, and
+    # a multi-threaded product over the item matrix is several times slower on busy cores.
+    threadpool_limits(1)
+    uvicorn.run(create_app(run=served, max_k=max_k), host=host, port=port,
+                access_log=access_log, log_level="info")
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:

@@ -188,6 +188,8 @@ class StrategyConfig(Section):
 class RepresentConfig(Section):
     strategies: list[StrategyConfig] = Field(default_factory=list)
     device: str = "auto"
+    # importable Python modules that register extra strategy kinds (docs/representations.md)
+    plugins: list[str] = Field(default_factory=list)
 
     @field_validator("strategies")
     @classmethod
@@ -210,6 +212,9 @@ class EvaluateConfig(Section):
     n_bootstrap: int = Field(1000, ge=0)
     n_permutations: int = Field(2000, ge=0)
     seed: int = 0
+    # metrics tested against the baseline (significance.csv, report marks, slices)
+    significance_metrics: list[str] = Field(
+        default_factory=lambda: ["recall@10", "ndcg@10", "recall@20", "ndcg@20"])
 
     @field_validator("ks")
     @classmethod

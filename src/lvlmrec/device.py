@@ -48,15 +48,18 @@ def resolve_device(name: str = "auto") -> str:
     raise ConfigError(f"device {name!r} is not supported: use 'auto', 'cpu', 'cuda' or 'mps'")
 
 
-def set_cpu_threads(n: int | None = None) -> int:
-    """Set torch's intra-op threads to n, default the CPUs this process may use.
+def available_cpus() -> int:
+    """The CPUs this process may use: a container or `taskset` may grant fewer than the
+    machine has (which is what `os.cpu_count` and torch count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
-    torch counts the machine's cores, but a container or `taskset` may grant fewer; more
-    threads than granted cores makes matrix products slower, not faster.
-    """
-    if n is None:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    n = max(1, int(n or 1))
+
+def set_cpu_threads(n: int | None = None) -> int:
+    """Set torch's intra-op threads to n, default the CPUs this process may use; more
+    threads than granted cores makes matrix products slower, not faster."""
+    n = max(1, int(n or available_cpus()))
     torch.set_num_threads(n)
     return n
 

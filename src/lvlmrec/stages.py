@@ -72,5 +72,5 @@ def evaluate(ctx: Context) -> StageResult:
 def report(ctx: Context) -> StageResult:
     from lvlmrec.report.build import build_report
 
-    outputs = build_report(ctx.config.report, ctx.workdir, ctx.console)
+    outputs = build_report(ctx.config.report, ctx.workdir, ctx.console, ctx.show_progress)
     return StageResult(outputs)

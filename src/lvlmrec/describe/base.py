@@ -71,6 +71,16 @@ class Describer(ABC):
     def describe(self, images: list[Image.Image], titles: list[str]) -> list[str | Exception]:
         """One text (or the exception that stopped it) per image."""
 
+    def prepare(self, images: list[Image.Image], titles: list[str]) -> Any:
+        """CPU work on a batch (an LVLM's image preprocessing) that the loop runs in a
+        background thread while the model works on the batch before; its result goes to
+        `describe_prepared`. None (the default): nothing to prepare, the loop calls `describe`."""
+        return None
+
+    def describe_prepared(self, prepared: Any) -> list[str | Exception]:
+        """`describe` for a batch that `prepare` has processed."""
+        raise NotImplementedError(f"{type(self).__name__} prepares nothing")
+
     def close(self) -> None:
         """Release models, sessions or servers."""
 
@@ -185,18 +195,38 @@ def load_item_image(item: DescribeItem) -> tuple[Image.Image | None, str | None]
         return None, str(err)
 
 
-def _loaded(batches: list[list[DescribeItem]], workers: int,
-            ahead: int = 2) -> Iterator[list[tuple[Image.Image | None, str | None]]]:
-    """Each batch's (image, error) pairs, in order. The next `ahead` batches load in the
-    background while the describer works, so memory holds a few batches, not the catalog."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        queue: deque[list[Future]] = deque()
+Loaded = list[tuple[Image.Image | None, str | None]]  # a batch's (image, error) pairs
+
+
+def _prepared(describer: Describer, batch: list[DescribeItem],
+              loads: list[Future]) -> tuple[Loaded, Any]:
+    """A batch's loaded images and what `describer.prepare` made of the readable ones (the
+    exception it raised, if any: the batch then goes through `describe`, item by item)."""
+    pairs = [f.result() for f in loads]
+    ready = [(it, img) for it, (img, _) in zip(batch, pairs) if img is not None]
+    if not ready:
+        return pairs, None
+    try:
+        return pairs, describer.prepare([img for _, img in ready], [it.title for it, _ in ready])
+    except Exception as err:  # noqa: BLE001 - reported by the per-item retry
+        return pairs, err
+
+
+def _loaded(describer: Describer, batches: list[list[DescribeItem]], workers: int,
+            ahead: int = 2) -> Iterator[tuple[Loaded, Any]]:
+    """Each batch's (image, error) pairs and prepared form, in order. The next `ahead`
+    batches load and are prepared in the background while the describer works, so memory
+    holds a few batches, not the catalog."""
+    with ThreadPoolExecutor(max_workers=workers) as pool, \
+            ThreadPoolExecutor(max_workers=1) as preparer:
+        queue: deque[Future] = deque()
         for batch in batches:
-            queue.append([pool.submit(load_item_image, it) for it in batch])
+            loads = [pool.submit(load_item_image, it) for it in batch]
+            queue.append(preparer.submit(_prepared, describer, batch, loads))
             if len(queue) > ahead:
-                yield [f.result() for f in queue.popleft()]
+                yield queue.popleft().result()
         while queue:
-            yield [f.result() for f in queue.popleft()]
+            yield queue.popleft().result()
 
 
 Row = tuple[int, str | None, str | None, float | None]  # item_id, text, error, seconds
@@ -224,8 +254,8 @@ def describe_items(
         describer.load()
     start = time.perf_counter()
     bar = progress_bar(describer, n_pending, show_progress)
-    for batch, images in zip(batches, _loaded(batches, load_workers)):
-        rows = describe_loaded(describer, batch, images)
+    for batch, (images, prepared) in zip(batches, _loaded(describer, batches, load_workers)):
+        rows = describe_loaded(describer, batch, images, prepared)
         n_ok += commit_rows(store, model, phash, rows, failures)
         bar.update(len(batch))
     bar.close()
@@ -256,14 +286,15 @@ def progress_bar(describer: Describer, total: int, show_progress: bool) -> tqdm:
                 disable=not show_progress)
 
 
-def describe_loaded(describer: Describer, batch: Sequence[DescribeItem],
-                    images: Sequence[tuple[Image.Image | None, str | None]]) -> list[Row]:
-    """One row per item of a batch whose images are loaded ((image, error) per item)."""
+def describe_loaded(describer: Describer, batch: Sequence[DescribeItem], images: Loaded,
+                    prepared: Any = None) -> list[Row]:
+    """One row per item of a batch whose images are loaded ((image, error) per item) and
+    perhaps prepared (`Describer.prepare`)."""
     rows: list[Row] = [(it.item_id, None, err, None)
                        for it, (img, err) in zip(batch, images) if img is None]
     ready = [(it, img) for it, (img, _) in zip(batch, images) if img is not None]
     if ready:
-        rows.extend(_describe_batch(describer, ready))
+        rows.extend(_describe_batch(describer, ready, prepared))
     return rows
 
 
@@ -280,11 +311,16 @@ def commit_rows(store: DescriptionStore, model: str, prompt_hash: str, rows: lis
     return n_ok
 
 
-def _describe_batch(describer: Describer,
-                    ready: list[tuple[DescribeItem, Image.Image]]) -> list[Row]:
+def _describe_batch(describer: Describer, ready: list[tuple[DescribeItem, Image.Image]],
+                    prepared: Any = None) -> list[Row]:
     t0 = time.perf_counter()
     try:
-        outputs = describer.describe([img for _, img in ready], [it.title for it, _ in ready])
+        if isinstance(prepared, Exception):
+            raise prepared
+        if prepared is not None:
+            outputs = describer.describe_prepared(prepared)
+        else:
+            outputs = describer.describe([img for _, img in ready], [it.title for it, _ in ready])
         if len(outputs) != len(ready):
             raise RuntimeError(f"backend returned {len(outputs)} texts for {len(ready)} images")
     except Exception as err:  # noqa: BLE001 - a failed batch is retried item by item

@@ -7,42 +7,65 @@ image preprocessing. One code path then serves LLaVA-NeXT (the study's model),
 LLaVA-OneVision, Qwen2-VL / Qwen2.5-VL, Idefics3 and SmolVLM.
 
 Batches are left-padded so every prompt ends where generation starts; only the new tokens
-are decoded. Generation itself is one replaceable step (`engine`): `generate` is plain
-`model.generate`; faster engines register under another name in `ENGINES` and must give
-the same greedy outputs, so they share the store's cache key.
+are decoded. Preprocessing (`prepare`) runs on CPU threads, ahead of the GPU when the
+describe loop drives it. Generation itself is one replaceable step (`engine`, see
+describe/engine.py): `generate` is plain `model.generate`; `fast` is ours, the default on
+CUDA. Engines give the same greedy outputs, so they share the store's cache key.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib.util
+import logging
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
 from PIL import Image
 
 from lvlmrec.describe.base import PromptedDescriber
+from lvlmrec.describe.engine import FastEngine, GenerateEngine, PlainGenerate, strip_after_eos
 from lvlmrec.describe.prompts import Prompt
-from lvlmrec.device import resolve_device
+from lvlmrec.device import available_cpus, resolve_device
 from lvlmrec.errors import ConfigError, MissingDependencyError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "llava-hf/llava-v1.6-mistral-7b-hf"
 QUANTS = ("4bit", "8bit")
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
            "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}
 
-#: (model, inputs on the model's device, **generate kwargs) -> new token ids (batch, n_new)
-GenerateEngine = Callable[..., torch.Tensor]
+#: engine name -> factory taking the engine's options (`describe.options.engine_options`)
+ENGINES: dict[str, Callable[..., GenerateEngine]] = {"generate": PlainGenerate,
+                                                     "fast": FastEngine}
 
 
-def generate_engine(model: Any, inputs: Any, **kwargs: Any) -> torch.Tensor:
-    """Plain `model.generate`; with left padding every row's new tokens start at one column."""
-    with torch.inference_mode():
-        out = model.generate(**inputs, **kwargs)
-    return out[:, inputs["input_ids"].shape[1]:]
+def make_engine(name: str, device: str, options: dict[str, Any]) -> GenerateEngine:
+    """The engine `name` with `options`; `auto` is `fast` on CUDA, `generate` elsewhere."""
+    if name == "auto":
+        name = "fast" if device.startswith("cuda") else "generate"
+    if name not in ENGINES:
+        raise ConfigError(f"describe.options.engine: unknown engine {name!r}; known: auto, "
+                          f"{', '.join(sorted(ENGINES))}")
+    try:
+        return ENGINES[name](**options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"describe.options.engine_options: engine {name!r} (on {device}): "
+                          f"{err}") from None
 
 
-ENGINES: dict[str, GenerateEngine] = {"generate": generate_engine}
+@dataclasses.dataclass
+class PreparedBatch:
+    """A batch processed for the model: chunks in the engine's order, on the CPU."""
+
+    order: list[int]  # item indices, chunk after chunk
+    chunks: list[Any]  # processor outputs (BatchFeature)
+    prompts: list[str]  # per item, in the batch's order
 
 
 def pick_dtype(name: str, device: str) -> torch.dtype:
@@ -78,7 +101,9 @@ class HFDescriber(PromptedDescriber):
         processor_kwargs: dict[str, Any] | None = None,
         attn_implementation: str | None = None,
         trust_remote_code: bool = False,
-        engine: str = "generate",
+        engine: str = "auto",
+        engine_options: dict[str, Any] | None = None,
+        preprocess_workers: int | None = None,
     ):
         super().__init__(model, prompt, max_new_tokens, temperature, top_p, seed)
         self.device = resolve_device(device)
@@ -90,12 +115,14 @@ class HFDescriber(PromptedDescriber):
         self.processor_kwargs = dict(processor_kwargs or {})
         self.attn_implementation = attn_implementation
         self.trust_remote_code = trust_remote_code
-        if engine not in ENGINES:
-            raise ConfigError(f"describe.options.engine: unknown engine {engine!r}; known: "
-                              f"{', '.join(sorted(ENGINES))}")
-        self.engine = engine
+        self.engine = make_engine(engine, self.device, dict(engine_options or {}))
+        if preprocess_workers is not None and preprocess_workers < 1:
+            raise ConfigError("describe.options.preprocess_workers: must be at least 1")
+        self.preprocess_workers = preprocess_workers or min(8, available_cpus())
         self.processor: Any = None
         self.hf_model: Any = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()  # each preprocessing thread's own processor copy
 
     def settings(self) -> dict[str, Any]:
         # the configured dtype, not the resolved one: moving a run between a GPU and a CPU
@@ -127,6 +154,11 @@ class HFDescriber(PromptedDescriber):
             ) from None
         if not self.quant:
             model.to(self.device)
+        self.attach(processor, model)
+
+    def attach(self, processor: Any, model: Any) -> None:
+        """Use an already loaded processor and model (`load` calls this; so can benchmarks
+        that build a model in memory); picks plain generate when the engine cannot serve it."""
         model.eval()
         tokenizer = processor.tokenizer
         tokenizer.padding_side = "left"
@@ -135,16 +167,63 @@ class HFDescriber(PromptedDescriber):
         if not self.greedy:
             torch.manual_seed(self.seed)
         self.processor, self.hf_model = processor, model
+        reason = self.engine.unsupported(model, self.generate_kwargs())
+        if reason:
+            log.warning("hf: engine %r cannot serve %s (%s); using plain generate",
+                        self.engine.name, self.model, reason)
+            self.engine = PlainGenerate()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.preprocess_workers,
+                                            thread_name_prefix="preprocess")
 
-    def build_inputs(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> Any:
-        """The batch as the model takes it: chat-templated, left-padded, on its device."""
+    def _process_in_worker(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> Any:
+        """Chat-templated, left-padded model inputs in the model's dtype, on the CPU."""
+        # a fast tokenizer called from two threads at once fails ("Already borrowed")
+        if getattr(self._local, "processor", None) is None:
+            self._local.processor = copy.deepcopy(self.processor)
+        processor = self._local.processor
         chats = [[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": p}]}]
                  for p in prompts]
-        texts = self.processor.apply_chat_template(chats, add_generation_prompt=True)
+        texts = processor.apply_chat_template(chats, add_generation_prompt=True)
         # one image per prompt, nested: the form every processor accepts
-        inputs = self.processor(text=texts, images=[[img] for img in images], padding=True,
-                                return_tensors="pt")
-        return inputs.to(self.device, dtype=self.torch_dtype)
+        inputs = processor(text=texts, images=[[img] for img in images], padding=True,
+                           return_tensors="pt")
+        return inputs.to(dtype=self.torch_dtype)
+
+    def prepare(self, images: list[Image.Image], titles: list[str]) -> PreparedBatch:
+        """Prompts and processor outputs, chunked as the engine wants them, made on CPU
+        threads. An engine that groups gets same-sized images (one image grid, equal token
+        counts) together, so its chunks need little or no padding."""
+        self.load()
+        prompts = self.prompt.texts(titles)
+        order = list(range(len(images)))
+        if self.engine.groups:
+            order.sort(key=lambda i: (images[i].width / images[i].height,
+                                      images[i].width * images[i].height, len(prompts[i])))
+        size = self.engine.chunk_items or len(order)
+        groups = [order[i:i + size] for i in range(0, len(order), size)]
+        assert self._pool is not None
+        chunks = list(self._pool.map(
+            lambda g: self._process_in_worker([images[i] for i in g], [prompts[i] for i in g]),
+            groups))
+        return PreparedBatch(order, chunks, prompts)
+
+    def generate_prepared(self, prepared: PreparedBatch) -> list[list[int]]:
+        """Each item's new token ids (up to its EOS), in the batch's order."""
+        chunks = [chunk.to(self.device) for chunk in prepared.chunks]
+        kwargs = self.generate_kwargs()
+        new_ids = self.engine.generate(self.hf_model, chunks, **kwargs)
+        eos = kwargs.get("eos_token_id", self.hf_model.generation_config.eos_token_id)
+        eos_ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+        rows = [strip_after_eos(row, eos_ids) for ids in new_ids for row in ids.tolist()]
+        out: list[list[int]] = [[]] * len(rows)
+        for position, row in zip(prepared.order, rows):
+            out[position] = row
+        return out
+
+    def generate_ids(self, images: list[Image.Image], titles: list[str]) -> list[list[int]]:
+        """Each item's new token ids up to its EOS (benchmarks compare engines with these)."""
+        return self.generate_prepared(self.prepare(images, titles))
 
     def generate_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens,
@@ -157,14 +236,18 @@ class HFDescriber(PromptedDescriber):
         return kwargs
 
     def describe(self, images: list[Image.Image], titles: list[str]) -> list[str | Exception]:
-        self.load()
-        prompts = self.prompt.texts(titles)
-        inputs = self.build_inputs(images, prompts)
-        new_ids = ENGINES[self.engine](self.hf_model, inputs, **self.generate_kwargs())
-        texts = self.processor.batch_decode(new_ids, skip_special_tokens=True)
-        return self.clean(texts, prompts)
+        return self.describe_prepared(self.prepare(images, titles))
+
+    def describe_prepared(self, prepared: PreparedBatch) -> list[str | Exception]:
+        texts = self.processor.batch_decode(self.generate_prepared(prepared),
+                                            skip_special_tokens=True)
+        return self.clean(texts, prepared.prompts)
 
     def close(self) -> None:
+        self.engine.release()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
         self.hf_model = self.processor = None
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()

@@ -34,10 +34,22 @@ CREATE TABLE IF NOT EXISTS prompts (
 
 
 class DescriptionStore:
-    """Thin wrapper over sqlite3; safe to open from several processes (WAL journal)."""
+    """Thin wrapper over sqlite3; safe to open from several processes (WAL journal).
 
-    def __init__(self, path: str | Path):
+    `read_only=True` opens a finished store as an immutable file: nothing is written next to
+    it (not even the -wal/-shm files a plain read-only connection leaves behind), so a server
+    can read a run it must not modify. Rows a live writer has not checkpointed are not seen.
+    """
+
+    def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
+        self.read_only = read_only
+        if read_only:
+            if not self.path.is_file():
+                raise FileNotFoundError(f"no description store at {self.path}")
+            uri = f"{self.path.resolve().as_uri()}?immutable=1"
+            self._conn = sqlite3.connect(uri, uri=True)
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, timeout=60)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -47,8 +59,9 @@ class DescriptionStore:
 
     def close(self) -> None:
         if self._conn is not None:
-            # fold the WAL back into the main file so the store is one self-contained file
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if not self.read_only:
+                # fold the WAL back into the main file so the store is one self-contained file
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._conn.close()
             self._conn = None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -78,66 +79,128 @@ def word_level_tokenizer(special_tokens: list[str], words: list[str], bos_token:
                                    **named_specials)
 
 
+def llava_next_parts(tile: int, patch_size: int, pinpoints: list[list[int]],
+                     text: dict[str, Any], vision: dict[str, Any], vision_feature_layer: int = -1,
+                     vocab_size: int | None = None, image_processor_class: Any = None
+                     ) -> tuple[Any, Any, Any]:
+    """A LLaVA-NeXT processor, model config and generation config, built offline.
+
+    `tile`-px tiles of `patch_size`-px patches, anyres over `pinpoints`; `text` and `vision`
+    are MistralConfig and CLIPVisionConfig arguments. The tokenizer is word-level, padded
+    with filler words to `vocab_size` tokens when given (a real vocabulary's size). The
+    generation config suppresses the special tokens, so outputs always decode to words.
+    """
+    from transformers import (
+        CLIPVisionConfig,
+        GenerationConfig,
+        LlavaNextConfig,
+        LlavaNextProcessor,
+        MistralConfig,
+    )
+
+    if image_processor_class is None:
+        try:
+            from transformers import LlavaNextImageProcessorPil as image_processor_class
+        except ImportError:  # transformers 4.x: the PIL-based processor has the plain name
+            from transformers import LlavaNextImageProcessor as image_processor_class
+
+    words = tiny_words()
+    if vocab_size is not None:
+        words += [f"w{i}" for i in range(vocab_size - len(SPECIAL_TOKENS) - len(words))]
+    tokenizer = word_level_tokenizer(SPECIAL_TOKENS, words, bos_token="<s>",
+                                     eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
+    vocab = tokenizer.get_vocab()
+    ids = {name: vocab[token] for name, token in
+           (("bos", "<s>"), ("eos", "</s>"), ("pad", "<pad>"), ("image", "<image>"))}
+    image_processor = image_processor_class(
+        size={"shortest_edge": tile}, crop_size={"height": tile, "width": tile},
+        image_grid_pinpoints=pinpoints)
+    processor = LlavaNextProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+        vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE,
+        image_token="<image>", num_additional_image_tokens=1)  # CLIP's class token
+    text_config = MistralConfig(vocab_size=len(vocab), bos_token_id=ids["bos"],
+                                eos_token_id=ids["eos"], pad_token_id=ids["pad"], **text)
+    vision_config = CLIPVisionConfig(image_size=tile, patch_size=patch_size, **vision)
+    config = LlavaNextConfig(
+        text_config=text_config, vision_config=vision_config,
+        image_token_index=ids["image"], image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="default", vision_feature_layer=vision_feature_layer,
+        tie_word_embeddings=False)
+    generation_config = GenerationConfig(
+        bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
+        suppress_tokens=[vocab[t] for t in SPECIAL_TOKENS])
+    return processor, config, generation_config
+
+
 def build_tiny_llava_next(path: str | Path, seed: int = 0) -> Path:
     """Write a complete, loadable LLaVA-NeXT checkpoint folder to `path`; returns it.
 
     Same seed, same weights. Generation never emits special tokens (the checkpoint's
     generation config suppresses them), so every output decodes to at least one word.
     """
-    from transformers import (
-        CLIPVisionConfig,
-        GenerationConfig,
-        LlavaNextConfig,
-        LlavaNextForConditionalGeneration,
-        LlavaNextProcessor,
-        MistralConfig,
-    )
-
-    try:
-        from transformers import LlavaNextImageProcessorPil as ImageProcessor
-    except ImportError:  # transformers 4.x: the PIL-based processor has the plain name
-        from transformers import LlavaNextImageProcessor as ImageProcessor
+    from transformers import LlavaNextForConditionalGeneration
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    tokenizer = word_level_tokenizer(SPECIAL_TOKENS, tiny_words(), bos_token="<s>",
-                                     eos_token="</s>", unk_token="<unk>", pad_token="<pad>")
-    vocab = tokenizer.get_vocab()
-    ids = {name: vocab[token] for name, token in
-           (("bos", "<s>"), ("eos", "</s>"), ("pad", "<pad>"), ("image", "<image>"))}
-
-    pinpoints = [[IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE],
-                 [2 * IMAGE_SIZE, 2 * IMAGE_SIZE]]
-    image_processor = ImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
-        image_grid_pinpoints=pinpoints,
-    )
-    patch_size = 8
-    processor = LlavaNextProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
-        vision_feature_select_strategy="default", chat_template=CHAT_TEMPLATE,
-        image_token="<image>", num_additional_image_tokens=1)  # CLIP's class token
-
-    text_config = MistralConfig(
-        vocab_size=len(vocab), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-        max_position_embeddings=1024, bos_token_id=ids["bos"], eos_token_id=ids["eos"],
-        pad_token_id=ids["pad"])
-    vision_config = CLIPVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        image_size=IMAGE_SIZE, patch_size=patch_size, projection_dim=32)
-    config = LlavaNextConfig(
-        text_config=text_config, vision_config=vision_config,
-        image_token_index=ids["image"], image_grid_pinpoints=pinpoints,
-        vision_feature_select_strategy="default", vision_feature_layer=-1,
-        tie_word_embeddings=False)
+    processor, config, generation_config = llava_next_parts(
+        IMAGE_SIZE, 8,
+        [[IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE],
+         [2 * IMAGE_SIZE, 2 * IMAGE_SIZE]],
+        text={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 16,
+              "max_position_embeddings": 1024},
+        vision={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                "num_attention_heads": 4, "projection_dim": 32})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlavaNextForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=ids["bos"], eos_token_id=ids["eos"], pad_token_id=ids["pad"],
-        suppress_tokens=[vocab[t] for t in SPECIAL_TOKENS])
+    model.generation_config = generation_config
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def build_tiny_idefics3(path: str | Path, seed: int = 0) -> Path:
+    """A second family for the same tests: a tiny random Idefics3 (Llama text model,
+    SigLIP-like vision tower, image splitting, nested image lists, a `User:... Assistant:`
+    chat template), written to `path` as a loadable checkpoint folder."""
+    from transformers import (
+        GenerationConfig,
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessorPil,
+        Idefics3Processor,
+    )
+
+    path = Path(path)
+    specials = ["<unk>", "<|begin_of_text|>", "<end_of_utterance>", "<pad>", "<image>",
+                "<fake_token_around_image>", "<global-img>",
+                *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))]
+    tokenizer = word_level_tokenizer(specials, tiny_words() + ["user", "assistant"],
+                                     bos_token="<|begin_of_text|>", unk_token="<unk>",
+                                     eos_token="<end_of_utterance>", pad_token="<pad>")
+    template = ("{% for m in messages %}{{ m['role'] | capitalize }}:{% for c in m['content'] %}"
+                "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}"
+                "{% endfor %}<end_of_utterance>\n{% endfor %}"
+                "{% if add_generation_prompt %}Assistant:{% endif %}")
+    processor = Idefics3Processor(
+        image_processor=Idefics3ImageProcessorPil(size={"longest_edge": 64},
+                                                  max_image_size={"longest_edge": 32}),
+        tokenizer=tokenizer, image_seq_len=4, chat_template=template)
+    config = Idefics3Config(
+        text_config={"model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": 64,
+                     "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+                     "num_key_value_heads": 2, "pad_token_id": 3, "bos_token_id": 1,
+                     "eos_token_id": 2},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                       "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
+        scale_factor=2, image_token_id=4, pad_token_id=3, tie_word_embeddings=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Idefics3ForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(eos_token_id=2, pad_token_id=3,
+                                               suppress_tokens=list(range(len(specials))))
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path

@@ -179,7 +179,11 @@ class Recommender:
                 setattr(model, key, npz[key])
         for sparse_file in path.glob("*_.npz"):
             setattr(model, sparse_file.stem, sp.load_npz(sparse_file).tocsr())
+        model._load_extra(path)
         return model
+
+    def _load_extra(self, path: Path) -> None:
+        """Restore what a subclass's `save` wrote beside the generic state (torch weights)."""
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
@@ -206,3 +210,12 @@ def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     x = np.asarray(x, dtype=np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(norms, eps)
+
+
+def binary_csr(matrix) -> sp.csr_matrix:
+    """A float32 CSR copy with every stored non-zero set to 1 (duplicates merged)."""
+    out = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    out.sum_duplicates()
+    out.eliminate_zeros()
+    out.data[:] = 1.0
+    return out

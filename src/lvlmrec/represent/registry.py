@@ -8,13 +8,18 @@ writing the class and one `register("kind", Class)` line.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from typing import Any
 
 from lvlmrec.config import StrategyConfig
 from lvlmrec.errors import ConfigError
 from lvlmrec.represent.base import Recommender
+from lvlmrec.represent.baselines import Hybrid, ItemKNN, Popularity
+from lvlmrec.represent.cf import BPRMF, LightGCN
 from lvlmrec.represent.content import ConcatFusion, ContentRecommender, NaiveFusion
+from lvlmrec.represent.fusion import AttentionFusion, CrossModalFusion, GatingFusion
+from lvlmrec.represent.smore import SMORE
 
 REGISTRY: dict[str, type[Recommender]] = {}
 
@@ -29,6 +34,25 @@ register("vision", ContentRecommender)
 register("content", ContentRecommender)
 register("naive", NaiveFusion)
 register("concat", ConcatFusion)
+register("attention", AttentionFusion)
+register("gating", GatingFusion)
+register("cross_attention", CrossModalFusion)
+register("popularity", Popularity)
+register("itemknn", ItemKNN)
+register("hybrid", Hybrid)
+register("smore", SMORE)
+register("bpr", BPRMF)
+register("lightgcn", LightGCN)
+
+
+def load_plugins(modules: list[str]) -> None:
+    """Import the modules that register extra kinds (the config's `represent.plugins`)."""
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ConfigError(f"represent.plugins: cannot import {name!r}: {err} (a plugin "
+                              "must be importable: installed, or on PYTHONPATH)") from None
 
 
 def build(strategy: StrategyConfig, seed: int = 0) -> Recommender:
@@ -56,6 +80,9 @@ def build(strategy: StrategyConfig, seed: int = 0) -> Recommender:
                 kwargs[field] = value
     if "scoring" in accepted:
         kwargs["scoring"] = strategy.scoring
+    elif strategy.scoring != "mean":
+        raise ConfigError(f"representation {strategy.name!r}: kind {strategy.kind!r} has no "
+                          f"`scoring` option (it is not a content representation)")
     if "seed" in accepted:
         kwargs["seed"] = seed
     unknown = set(strategy.params) - accepted

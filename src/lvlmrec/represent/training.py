@@ -6,8 +6,10 @@ which epoch's weights to keep. Test interactions never reach a trainer.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -45,3 +47,20 @@ class EarlyStopping:
         else:
             self._bad += 1
         return self._bad >= self.patience
+
+
+@contextlib.contextmanager
+def cpu_threads(device: str, limit: int) -> Iterator[None]:
+    """Run torch CPU work on at most `limit` intra-op threads (fewer if fewer cores are
+    granted), then restore the previous setting. No effect on other devices."""
+    import torch
+
+    from lvlmrec.device import set_cpu_threads
+
+    before = torch.get_num_threads()
+    if torch.device(device).type == "cpu" and set_cpu_threads() > limit:
+        set_cpu_threads(limit)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,54 @@
+"""Trained fusions on a finished run: each fusion kind with each training objective.
+
+Prints, per (fusion, objective): fit seconds (wall and CPU), epochs run, best epoch,
+validation Recall@20 (what selects) and test Recall@10/20 (reported only).
+
+    python benchmarks/fusion_objectives.py --workdir runs/demo [--text description]
+        [--vision efficientnet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from lvlmrec.data.schema import Dataset
+from lvlmrec.evaluate.ranking import evaluate_model
+from lvlmrec.represent.fit import train_data
+from lvlmrec.represent.fusion import OBJECTIVES, AttentionFusion, CrossModalFusion, GatingFusion
+from lvlmrec.workdir import Workdir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", default="runs/demo")
+    parser.add_argument("--text", default="description")
+    parser.add_argument("--vision", default="efficientnet")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    workdir = Workdir(args.workdir)
+    ds = Dataset.load(workdir, features=False)
+    data = train_data(ds, workdir, seed=args.seed, show_progress=False)
+    history, target = ds.matrix(("train", "valid")), ds.matrix(("test",))
+    print(f"{ds.n_users} users, {ds.n_items} items, {data.train.nnz} training interactions; "
+          f"text={args.text} vision={args.vision}")
+    print(f"{'fusion':<18}{'objective':<10}{'wall_s':>8}{'cpu_s':>8}{'epochs':>8}{'best':>6}"
+          f"{'valid@20':>10}{'test@10':>9}{'test@20':>9}")
+    for cls in (AttentionFusion, GatingFusion, CrossModalFusion):
+        for objective in OBJECTIVES:
+            model = cls(args.text, args.vision, objective=objective, seed=args.seed)
+            wall, cpu = time.perf_counter(), time.process_time()
+            model.fit(data)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            test = evaluate_model(model, np.arange(ds.n_users), history, target, ks=[10, 20],
+                                  show_progress=False)
+            print(f"{cls.__name__:<18}{objective:<10}{wall:>8.1f}{cpu:>8.1f}"
+                  f"{len(model.valid_recall_):>8}{model.best_epoch_:>6}"
+                  f"{max(model.valid_recall_):>10.4f}{test['recall@10'].mean():>9.4f}"
+                  f"{test['recall@20'].mean():>9.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Beyond the study: popularity, ItemKNN, and a hybrid of a content representation and ItemKNN.
+
+Popularity and ItemKNN read training interactions only; they tell how much of a content
+representation's accuracy plain collaborative signal already gives. The hybrid blends a
+content representation with ItemKNN; its blend weight is chosen on validation Recall@20.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from lvlmrec.errors import ConfigError
+from lvlmrec.represent.base import Recommender, TrainData, binary_csr
+from lvlmrec.represent.content import ContentRecommender
+
+#: item rows of the co-occurrence matrix built at once by ItemKNN
+_KNN_BLOCK = 2048
+
+
+class Popularity(Recommender):
+    """Every user gets the items with the most training interactions."""
+
+    label = "popularity"
+
+    def __init__(self):
+        """No parameters (an explicit empty signature for the registry)."""
+
+    def fit(self, data: TrainData) -> Popularity:
+        self.counts_ = np.asarray(binary_csr(data.train).sum(axis=0), dtype=np.float32).ravel()
+        return self
+
+    @property
+    def n_items(self) -> int:
+        return len(self.counts_)
+
+    def score(self, user_ids: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        return np.tile(self.counts_, (history.shape[0], 1))
+
+
+def top_k_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """Keep each row's k largest entries (ties to the lower column id)."""
+    matrix = sp.csr_matrix(matrix)
+    rows = np.repeat(np.arange(matrix.shape[0]), np.diff(matrix.indptr))
+    order = np.lexsort((matrix.indices, -matrix.data, rows))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order)) - matrix.indptr[rows[order]]
+    keep = rank < k
+    return sp.csr_matrix((matrix.data[keep], (rows[keep], matrix.indices[keep])),
+                         shape=matrix.shape)
+
+
+class ItemKNN(Recommender):
+    """Item-based collaborative filtering: cosine on training co-occurrence.
+
+    sim(i, j) = |U_i & U_j| / (sqrt(|U_i|) sqrt(|U_j|) + shrink), each item keeping its
+    `neighbours` most similar items (a sparse items x items matrix built in row blocks, so
+    no dense items x items matrix ever exists). A user's score = history @ similarity.
+    """
+
+    label = "ItemKNN"
+
+    def __init__(self, neighbours: int = 100, shrink: float = 0.0):
+        self.neighbours = neighbours
+        self.shrink = shrink
+
+    def fit(self, data: TrainData) -> ItemKNN:
+        self.similarity_ = item_similarity(data.train, self.neighbours, self.shrink,
+                                           data.show_progress)
+        return self
+
+    @property
+    def n_items(self) -> int:
+        return self.similarity_.shape[0]
+
+    def score(self, user_ids: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        return knn_scores(history, self.similarity_)
+
+
+def item_similarity(train: sp.spmatrix, neighbours: int, shrink: float = 0.0,
+                    show_progress: bool = False) -> sp.csr_matrix:
+    """Top-`neighbours` cosine similarities on co-occurrence, one sparse row per item."""
+    if neighbours < 1:
+        raise ValueError(f"neighbours must be at least 1, not {neighbours}")
+    if shrink < 0:
+        raise ValueError(f"shrink must be non-negative, not {shrink}")
+    x = binary_csr(train)
+    xt = x.T.tocsr()
+    norms = np.sqrt(np.diff(xt.indptr)).astype(np.float32)
+    n_items = x.shape[1]
+    blocks = []
+    for start in tqdm(range(0, n_items, _KNN_BLOCK), desc="item similarity", unit="block",
+                      disable=not show_progress, leave=False):
+        co = (xt[start:start + _KNN_BLOCK] @ x).tocoo()
+        off_diagonal = co.row + start != co.col
+        rows, cols = co.row[off_diagonal], co.col[off_diagonal]
+        sims = co.data[off_diagonal] / (norms[rows + start] * norms[cols] + shrink)
+        block = sp.csr_matrix((sims.astype(np.float32), (rows, cols)),
+                              shape=(co.shape[0], n_items))
+        blocks.append(top_k_per_row(block, neighbours))
+    return sp.vstack(blocks, format="csr") if blocks else sp.csr_matrix((0, 0), np.float32)
+
+
+def knn_scores(history: sp.spmatrix, similarity: sp.csr_matrix) -> np.ndarray:
+    return np.asarray((binary_csr(history) @ similarity).toarray(), dtype=np.float32)
+
+
+NORMALISERS = ("zscore", "minmax")
+
+
+def normalise_rows(scores: np.ndarray, method: str) -> np.ndarray:
+    """Per-user standardisation (zscore) or min-max scaling, so two scorers can be blended."""
+    if method == "zscore":
+        std = scores.std(axis=1, keepdims=True)
+        return (scores - scores.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)
+    if method == "minmax":
+        low = scores.min(axis=1, keepdims=True)
+        span = scores.max(axis=1, keepdims=True) - low
+        return (scores - low) / np.where(span > 0, span, 1.0)
+    raise ValueError(f"normalise must be one of {NORMALISERS}, not {method!r}")
+
+
+class Hybrid(ContentRecommender):
+    """score = w * norm(content) + (1 - w) * norm(ItemKNN), w tuned on validation Recall@20.
+
+    `content` names the content strategy kind (text, vision, naive, concat, attention, ...)
+    built with this strategy's `text`, `vision`, `scoring` and `content_params`. Each
+    weight of `weight_grid` is scored on validation (history = train); the best is `weight_`
+    (ties go to the earlier grid value) and every weight's recall is kept in
+    `valid_recall_by_weight_`.
+    """
+
+    label = "hybrid"
+
+    def __init__(self, text: str | None = None, vision: str | None = None,
+                 content: str = "text", content_params: dict | None = None,
+                 neighbours: int = 100, shrink: float = 0.0, normalise: str = "zscore",
+                 weight_grid: list[float] | None = None, scoring: str = "mean", seed: int = 0):
+        self.text = text
+        self.vision = vision
+        self.content = content
+        self.content_params = content_params
+        self.neighbours = neighbours
+        self.shrink = shrink
+        self.normalise = normalise
+        self.weight_grid = weight_grid
+        self.scoring = scoring
+        self.seed = seed
+
+    def fit(self, data: TrainData) -> Hybrid:
+        from lvlmrec.config import StrategyConfig
+        from lvlmrec.represent.registry import build
+
+        if self.normalise not in NORMALISERS:
+            raise ValueError(f"normalise must be one of {NORMALISERS}, not {self.normalise!r}")
+        grid = [float(w) for w in (self.weight_grid if self.weight_grid is not None
+                                   else np.linspace(0.0, 1.0, 11).round(2))]
+        if not grid or any(not 0.0 <= w <= 1.0 for w in grid):
+            raise ValueError(f"weight_grid must be a non-empty list of weights in [0, 1], "
+                             f"not {self.weight_grid!r}")
+        content = build(StrategyConfig(name="hybrid_content", kind=self.content, text=self.text,
+                                       vision=self.vision, scoring=self.scoring,
+                                       params=self.content_params or {}), self.seed)
+        if not isinstance(content, ContentRecommender):
+            raise ConfigError(f"hybrid: content kind {self.content!r} is not a content "
+                              "representation (an item embedding matrix)")
+        self.item_vectors_ = content.fit(data).item_vectors_
+        self.similarity_ = item_similarity(data.train, self.neighbours, self.shrink,
+                                           data.show_progress)
+        self.valid_recall_by_weight_ = {}
+        for w in grid:
+            self.weight_ = w
+            self.valid_recall_by_weight_[str(w)] = data.valid_recall(self, k=20)
+        recalls = list(self.valid_recall_by_weight_.values())
+        self.weight_ = grid[int(np.argmax(recalls))]
+        return self
+
+    def item_vectors(self) -> np.ndarray | None:
+        # similar items come from the blended scores, not from the content half alone
+        return None
+
+    def score(self, user_ids: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        w = self.weight_
+        blend = np.zeros((history.shape[0], self.n_items), dtype=np.float32)
+        if w > 0:
+            blend += w * normalise_rows(super().score(user_ids, history), self.normalise)
+        if w < 1:
+            blend += (1 - w) * normalise_rows(knn_scores(history, self.similarity_),
+                                              self.normalise)
+        return blend
