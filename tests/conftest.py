@@ -72,3 +72,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def store_rows(db) -> list[tuple]:
+    """(item_id, text, error, created) rows of a description store, read by a test while
+    another process may be writing it; empty before the table exists."""
+    import sqlite3
+    from pathlib import Path
+
+    if not Path(db).is_file():
+        return []
+    try:
+        with sqlite3.connect(db, timeout=5) as conn:
+            return conn.execute("SELECT item_id, text, error, created FROM descriptions "
+                                "ORDER BY item_id").fetchall()
+    except sqlite3.OperationalError:  # the table is not created yet
+        return []
+

@@ -11,13 +11,7 @@ from lvlmrec.represent.graph import to_torch_sparse, user_item_adjacency
 from lvlmrec.represent.registry import build
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Training on a shared 2-core machine is faster and steadier on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def grouped_data(n_users=120, n_items=80, n_groups=4, per_user=8, seed=0) -> TrainData:

@@ -3,13 +3,13 @@
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import store_rows
 from typer.testing import CliRunner
 
 import lvlmrec
@@ -20,17 +20,6 @@ from lvlmrec.workdir import Workdir
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 N_ITEMS = 80
 SRC = str(Path(lvlmrec.__file__).resolve().parents[1])
-
-
-def _rows(db: Path) -> list[tuple]:
-    if not db.is_file():
-        return []
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return conn.execute("SELECT item_id, text, error, created FROM descriptions "
-                                "ORDER BY item_id").fetchall()
-    except sqlite3.OperationalError:  # the table is not created yet
-        return []
 
 
 @pytest.fixture
@@ -56,20 +45,20 @@ def test_killed_run_resumes_without_redoing_finished_items(workdir, tiny_llava):
     proc = subprocess.Popen([sys.executable, "-m", "lvlmrec", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 120
-    while len(_rows(w.descriptions_db)) < 12 and proc.poll() is None:
+    while len(store_rows(w.descriptions_db)) < 12 and proc.poll() is None:
         assert time.monotonic() < deadline, "describe never committed a batch"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     output = proc.communicate()[0].decode()
     assert proc.returncode == -signal.SIGKILL, output
-    before = _rows(w.descriptions_db)
+    before = store_rows(w.descriptions_db)
     assert 12 <= len(before) < N_ITEMS, "the run ended before it could be killed"
     assert len(before) % 4 == 0  # whole batches only: a batch commits at once
     assert read_active(w) is None
 
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    after = _rows(w.descriptions_db)
+    after = store_rows(w.descriptions_db)
     assert [r[0] for r in after] == list(range(N_ITEMS))
     done_before = {r[0]: r for r in before if r[1] is not None}
     assert all(after[i] == row for i, row in done_before.items())  # untouched, same created
@@ -91,7 +80,7 @@ def test_killed_run_resumes_without_redoing_finished_items(workdir, tiny_llava):
     assert result.exit_code == 0, result.output
     assert "described 2 items" in result.output and "0 failed" in result.output
     assert f"{N_ITEMS - 2} were already done" in result.output
-    final = _rows(w.descriptions_db)
+    final = store_rows(w.descriptions_db)
     assert all(r[1] for r in final) and final[0] == after[0]
     assert json.loads(w.descriptions_dir.joinpath("active.json").read_text())["n_texts"] == N_ITEMS
 
@@ -108,7 +97,7 @@ def test_cli_title_prompt_popularity_order_and_max_items(workdir, tiny_llava):
     assert "coverage 6/6 (100.0%)" in result.output
     popularity = Dataset.load(w, features=False).item_popularity()
     top = sorted(range(N_ITEMS), key=lambda i: (-popularity[i], i))[:6]
-    assert sorted(r[0] for r in _rows(w.descriptions_db)) == sorted(top)
+    assert sorted(r[0] for r in store_rows(w.descriptions_db)) == sorted(top)
     active = read_active(w)
     assert (active["prompt_name"], active["include_title"], active["n_texts"]) == (
         "study_code", True, 6)

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import store_rows
 from typer.testing import CliRunner
 
 import lvlmrec
@@ -118,22 +118,10 @@ def _copy(catalog: Path, to: Path) -> Path:
     return to
 
 
-def _rows(wd: Path) -> list[tuple]:
-    db = Workdir(wd).descriptions_db
-    if not db.is_file():
-        return []
-    try:
-        with sqlite3.connect(db, timeout=5) as conn:
-            return conn.execute("SELECT item_id, text, error, created FROM descriptions "
-                                "ORDER BY item_id").fetchall()
-    except sqlite3.OperationalError:  # the table is not created yet
-        return []
-
-
 def _results(wd: Path) -> dict[int, tuple[str | None, str | None]]:
     """Text or error per item; errors name image paths, here relative to the workdir."""
     return {item: (text, error and error.replace(str(wd), "WORKDIR"))
-            for item, text, error, _ in _rows(wd)}
+            for item, text, error, _ in store_rows(Workdir(wd).descriptions_db)}
 
 
 def _descendants(name: str) -> list[int]:
@@ -168,19 +156,19 @@ def test_attributes_on_ray_equal_local_and_survive_a_killed_worker(ray_address, 
 
     def kill_a_worker_after_the_first_batch() -> None:
         deadline = time.monotonic() + 60
-        while len(_rows(on_ray)) < 4 and time.monotonic() < deadline:
+        while len(store_rows(Workdir(on_ray).descriptions_db)) < 4 and time.monotonic() < deadline:
             time.sleep(0.02)
         workers = _descendants("MapWorker")
         if workers:
             os.kill(workers[0], signal.SIGKILL)
-            killed.append(len(_rows(on_ray)))
+            killed.append(len(store_rows(Workdir(on_ray).descriptions_db)))
 
     killer = threading.Thread(target=kill_a_worker_after_the_first_batch)
     killer.start()
     output = _ok(["describe", "--workdir", str(on_ray), "--batch-size", "4", *RAY])
     killer.join()
     assert killed and killed[0] < N_ITEMS, "no worker was killed while work remained"
-    assert len(_rows(on_ray)) == N_ITEMS  # one row per item: the retried batch wrote once
+    assert len(store_rows(Workdir(on_ray).descriptions_db)) == N_ITEMS  # one row per item: the retried batch wrote once
     expected = _results(local)
     assert _results(on_ray) == expected
     assert {i for i, (text, _) in expected.items() if text is None} == set(BAD)
@@ -212,17 +200,17 @@ def test_a_killed_driver_resumes_without_redoing_finished_items(ray_address, cat
                                "--no-progress"], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 90
-    while len(_rows(wd)) < 8 and driver.poll() is None:
+    while len(store_rows(Workdir(wd).descriptions_db)) < 8 and driver.poll() is None:
         assert time.monotonic() < deadline, "the Ray driver never committed a batch"
         time.sleep(0.02)
     driver.send_signal(signal.SIGKILL)
     log = driver.communicate()[0].decode()
     assert driver.returncode == -signal.SIGKILL, log
-    before = _rows(wd)
+    before = store_rows(Workdir(wd).descriptions_db)
     assert 8 <= len(before) < N_ITEMS and len(before) % 4 == 0, "whole batches only"
 
     output = _ok(args)
-    after = _rows(wd)
+    after = store_rows(Workdir(wd).descriptions_db)
     assert [r[0] for r in after] == list(range(N_ITEMS))
     done_before = {r[0]: r for r in before if r[1] is not None}
     assert all(after[i] == row for i, row in done_before.items())  # untouched

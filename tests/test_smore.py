@@ -13,13 +13,7 @@ from lvlmrec.represent.registry import build
 from lvlmrec.represent.smore import SMORE, info_nce, spectrum_fusion
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Training on a shared 2-core machine is faster and steadier on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _circular_convolution(v: np.ndarray, t: np.ndarray) -> np.ndarray:
