@@ -344,14 +344,20 @@ class Page:
                  f"{len(case.targets)} test items. History ({len(case.history)} items):", "",
                  " ".join(self._md_item(i) for i in case.history[:30]), "",
                  f"| rank | {a} | {b} |", "|---|---|---|"]
-        for rank in range(max(len(case.tops[a]), len(case.tops[b]))):
-            cells = []
-            for name in (a, b):
-                top = case.tops[name]
-                cells.append(self._md_item(top[rank], top[rank] in case.targets)
-                             if rank < len(top) else "")
-            lines.append(f"| {rank + 1} | {cells[0]} | {cells[1]} |")
+        for rank, left, right in self._side_by_side(case, self._md_item):
+            lines.append(f"| {rank} | {left} | {right} |")
         return lines + [""]
+
+    def _side_by_side(self, case: CaseStudy, render) -> list[tuple[int, str, str]]:
+        """(rank, cell of the first representation, cell of the second), hits marked by
+        `render(item, is_hit)`; the shorter list gets empty cells."""
+        tops = [case.tops[name] for name in self.compare]
+        rows = []
+        for rank in range(max(len(t) for t in tops)):
+            cells = [render(top[rank], top[rank] in case.targets) if rank < len(top) else ""
+                     for top in tops]
+            rows.append((rank + 1, cells[0], cells[1]))
+        return rows
 
     def write_html(self) -> Path:
         e = html.escape
@@ -394,14 +400,9 @@ class Page:
         history = "".join(f"<div class='thumb'>{self._thumb_html(i)}"
                           f"<span>{e(self.titles[i])}</span></div>" for i in case.history[:30])
         rows = []
-        for rank in range(max(len(case.tops[a]), len(case.tops[b]))):
-            cells = []
-            for name in (a, b):
-                top = case.tops[name]
-                cells.append(self._html_item(top[rank], top[rank] in case.targets)
-                             if rank < len(top) else "")
-            rows.append(f"<tr><td class='rank'>{rank + 1}</td><td>{cells[0]}</td>"
-                        f"<td>{cells[1]}</td></tr>")
+        for rank, left, right in self._side_by_side(case, self._html_item):
+            rows.append(f"<tr><td class='rank'>{rank}</td><td>{left}</td>"
+                        f"<td>{right}</td></tr>")
         return (f"<section class='case'><h3>User {case.user_id}</h3><p>{e(case.reason)}; "
                 f"{e(self.metric)}: {e(a)} {case.values[a]:.3f}, {e(b)} {case.values[b]:.3f}; "
                 f"{len(case.targets)} test items.</p>"
