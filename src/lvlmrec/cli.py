@@ -121,11 +121,26 @@ def run(
                                     "unchanged (repeatable; 'all' for every stage)."),
     set_: list[str] = SetOpt,
     progress: bool = ProgressOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print what would run and why, "
+                                 "and run nothing."),
 ) -> None:
     """Run every stage; unchanged stages are skipped, an interrupted run resumes."""
     cfg = load_run_config(config, workdir, set_)
+    if dry_run:
+        _print_plan(cfg, workdir, only, force)
+        return
     _run(cfg, workdir, only, force, progress)
     _where(workdir)
+
+
+def _print_plan(cfg: RunConfig, workdir: Path, only: list[str] | None = None,
+                force: list[str] | None = None) -> None:
+    """One line per stage: skip, run or maybe, and why (the next `run`'s decisions)."""
+    from lvlmrec.pipeline import plan_pipeline
+
+    for step in plan_pipeline(cfg, Workdir(workdir), only, force):
+        console.print(f"{step.stage:<10} {step.action:<6} {step.reason}", highlight=False,
+                      soft_wrap=True)
 
 
 @app.command()
@@ -329,6 +344,9 @@ def info(workdir: Path = WorkdirOpt,
         state = "not run" if rec is None else (
             "incomplete" if rec.key.startswith("incomplete:") else f"done in {rec.seconds:.1f}s")
         console.print(f"stage {name}: {state}")
+    if wd.config_path.is_file():
+        console.print("next `lvlmrec run` (with the workdir's config.yaml):")
+        _print_plan(load_run_config(None, workdir), workdir)
 
 
 @app.command()

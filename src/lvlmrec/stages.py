@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from lvlmrec.data.schema import Dataset
 from lvlmrec.pipeline import Context, StageResult
-from lvlmrec.workdir import StageBook
+from lvlmrec.workdir import StageBook, hash_obj, read_json
 
 
 def prepare(ctx: Context) -> StageResult:
     from lvlmrec.data.prepare import prepare_dataset
     from lvlmrec.data.schema import dataset_digest
 
-    outputs = prepare_dataset(ctx.config.dataset, ctx.workdir, ctx.show_progress)
+    outputs = prepare_dataset(ctx.config.dataset, ctx.workdir, ctx.show_progress, ctx.hasher)
     counts = Dataset.load(ctx.workdir, features=False).counts()
     ctx.console.print(f"  {counts['n_users']} users, {counts['n_items']} items, "
                       f"{counts['n_interactions']} interactions")
-    return StageResult(outputs, info=counts, digest=dataset_digest(ctx.workdir))
+    return StageResult(outputs, info=counts, digest=dataset_digest(ctx.workdir, ctx.hasher))
 
 
 def describe(ctx: Context) -> StageResult:
@@ -54,10 +54,13 @@ def represent(ctx: Context) -> StageResult:
     from lvlmrec.represent.fit import fit_all
 
     ds = Dataset.load(ctx.workdir, features=False)
-    data_key = StageBook(ctx.workdir).digest("prepare")
+    data_key = StageBook(ctx.workdir, ctx.hasher).digest("prepare")
     outputs = fit_all(ctx.config.represent, ctx.config.seed, ctx.workdir, ds, data_key,
                       ctx.console, ctx.show_progress)
-    return StageResult(outputs)
+    # downstream depends on what each model was fitted from (its fit key), not on the
+    # bytes of its folder, which hold timings
+    keys = {p.name: read_json(p / "fit.json").get("key") for p in outputs}
+    return StageResult(outputs, digest=hash_obj(keys))
 
 
 def evaluate(ctx: Context) -> StageResult:

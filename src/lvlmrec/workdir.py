@@ -205,21 +205,118 @@ def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _fingerprint(path: Path) -> dict[str, Any]:
-    """Cheap identity of an output: size and mtime of a file, or of every file in a folder."""
-    if path.is_dir():
-        entries = sorted(
-            (str(p.relative_to(path)), p.stat().st_size) for p in path.rglob("*") if p.is_file()
-        )
-        return {"kind": "dir", "n_files": len(entries), "listing": hash_obj(entries)}
-    st = path.stat()
-    return {"kind": "file", "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+#: the memo of content hashes, inside the workdir
+HASH_MEMO = ".lvlmrec/hashes.json"
+#: a file modified this recently is hashed again next time: its mtime may not yet tell a
+#: later write in the same clock tick apart (git's "racy clean" problem)
+_RACY_SECONDS = 2.0
 
 
-def _content_digest(path: Path) -> str:
-    if path.is_dir():
-        return hash_obj(_fingerprint(path))
-    return file_digest(path)
+def _is_temp(name: str) -> bool:
+    """Temporary files of `atomic_path`: never part of an artifact's content."""
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+class ContentHasher:
+    """Content hashes of files and folders, memoised by (size, mtime_ns, ctime_ns, inode).
+
+    Keys and digests depend on bytes only; the memo just saves re-reading a file whose
+    stat is unchanged. Any mismatch (a copy, an in-place edit, a restored mtime) falls
+    back to hashing the content, so the memo can make a check slower, never wrong. Paths
+    inside the workdir are memoised relative to it, so a moved workdir keeps its memo.
+    """
+
+    def __init__(self, workdir: Workdir | None = None):
+        self.root = workdir.root.resolve() if workdir is not None else None
+        self._memo: dict[str, list[Any]] = {}
+        self._dirty = False
+        if self.root is not None:
+            try:
+                memo = json.loads((self.root / HASH_MEMO).read_text())
+                if isinstance(memo, dict):
+                    self._memo = memo
+            except (OSError, ValueError):
+                pass
+
+    def _name(self, path: Path) -> str:
+        p = os.path.abspath(path)
+        if self.root is not None:
+            root = str(self.root) + os.sep
+            if p.startswith(root):
+                return p[len(root):]
+        return p
+
+    def file(self, path: str | os.PathLike) -> str:
+        """sha256 of a file's bytes."""
+        path = Path(path)
+        st = path.stat()
+        sig = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        name = self._name(path)
+        hit = self._memo.get(name)
+        if hit is not None and hit[:4] == sig:
+            return hit[4]
+        digest = file_digest(path)
+        if time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > _RACY_SECONDS:
+            self._memo[name] = [*sig, digest]
+            self._dirty = True
+        elif name in self._memo:
+            del self._memo[name]
+            self._dirty = True
+        return digest
+
+    def tree(self, path: str | os.PathLike) -> str:
+        """Hash of a folder: every file's relative name and content hash."""
+        path = Path(path)
+        entries = []
+        for dirpath, dirnames, filenames in os.walk(path):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if _is_temp(name):
+                    continue
+                full = Path(dirpath) / name
+                if full.is_file():
+                    entries.append((str(full.relative_to(path)), self.file(full)))
+        return hash_obj({"kind": "dir", "files": entries})
+
+    def digest(self, path: str | os.PathLike) -> str:
+        """Content hash of a file or a folder."""
+        path = Path(path)
+        return self.tree(path) if path.is_dir() else self.file(path)
+
+    def save(self) -> None:
+        """Write the memo back (atomically; a concurrent writer at worst costs a rehash)."""
+        if self._dirty and self.root is not None and (self.root / ".lvlmrec").parent.is_dir():
+            write_text(self.root / HASH_MEMO, json.dumps(self._memo, separators=(",", ":")))
+            self._dirty = False
+
+
+def code_key(plugins: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """The code a result depends on: the lvlmrec version and the source of every plugin
+    module (a package: all its .py files), found without importing it. Part of the keys of
+    what plugins affect, so upgrading lvlmrec or editing a plugin refits."""
+    import importlib.util
+
+    from lvlmrec import __version__
+
+    sources: dict[str, str] = {}
+    for name in plugins:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+            sources[name] = "unavailable"
+            continue
+        origin = Path(spec.origin)
+        files = (sorted(origin.parent.rglob("*.py")) if origin.name == "__init__.py"
+                 else [origin])
+        sources[name] = hash_obj({str(f.relative_to(origin.parent)): file_digest(f)
+                                  for f in files})
+    return {"lvlmrec": __version__, "plugins": sources}
+
+
+def _content_digest(path: Path, hasher: ContentHasher | None = None) -> str:
+    return (hasher or ContentHasher()).digest(path)
 
 
 # --------------------------------------------------------------------------- stage records
@@ -232,13 +329,22 @@ class StageRecord:
     seconds: float
     finished_at: float
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: what the key was made of (settings hash, upstream digests, version): says why a
+    #: stage would run again
+    parts: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 class StageBook:
-    """Reads and writes the records under `<workdir>/.lvlmrec/stages/`."""
+    """Reads and writes the records under `<workdir>/.lvlmrec/stages/`.
 
-    def __init__(self, workdir: Workdir):
+    An output is recorded by its content hash (files) or the hash of every file's name and
+    content (folders), never by times or sizes: a copied or moved workdir is still current,
+    and an output changed in place is not.
+    """
+
+    def __init__(self, workdir: Workdir, hasher: ContentHasher | None = None):
         self.workdir = workdir
+        self.hasher = hasher or ContentHasher(workdir)
 
     def _path(self, name: str) -> Path:
         return self.workdir.stages_dir / f"{name}.json"
@@ -248,19 +354,32 @@ class StageBook:
         if not path.is_file():
             return None
         try:
-            return StageRecord(**read_json(path))
+            rec = StageRecord(**read_json(path))
         except (ValueError, TypeError):
             return None
+        if any("digest" not in v for v in rec.outputs.values()):
+            return None  # a record from before content hashing
+        return rec
+
+    def why_stale(self, name: str, key: str) -> str | None:
+        """None when the stage is current for `key`; otherwise the reason it is not."""
+        rec = self.get(name)
+        if rec is None:
+            return "never ran"
+        if rec.key.startswith("incomplete:"):
+            return "last run incomplete"
+        if rec.key != key:
+            return "settings, inputs or code changed"
+        for rel, out in rec.outputs.items():
+            path = self.workdir.resolve(rel)
+            if not path.exists():
+                return f"output {rel} missing"
+            if self.hasher.digest(path) != out["digest"]:
+                return f"output {rel} changed"
+        return None
 
     def is_current(self, name: str, key: str) -> bool:
-        rec = self.get(name)
-        if rec is None or rec.key != key:
-            return False
-        for rel, fp in rec.outputs.items():
-            path = self.workdir.resolve(rel)
-            if not path.exists() or _fingerprint(path) != fp["fingerprint"]:
-                return False
-        return True
+        return self.why_stale(name, key) is None
 
     def finish(
         self,
@@ -270,16 +389,14 @@ class StageBook:
         seconds: float,
         info: dict[str, Any] | None = None,
         digest: str | None = None,
+        parts: dict[str, Any] | None = None,
     ) -> StageRecord:
         """Record a finished stage. `digest` (what downstream keys hash) defaults to a hash
         of the outputs' content."""
         recorded: dict[str, dict[str, Any]] = {}
         for path in sorted(set(outputs)):
             path = Path(path)
-            recorded[self.workdir.relative(path)] = {
-                "fingerprint": _fingerprint(path),
-                "digest": _content_digest(path),
-            }
+            recorded[self.workdir.relative(path)] = {"digest": self.hasher.digest(path)}
         if digest is None:
             digest = hash_obj({rel: v["digest"] for rel, v in recorded.items()})
         rec = StageRecord(
@@ -290,8 +407,10 @@ class StageBook:
             seconds=round(seconds, 3),
             finished_at=time.time(),
             info=info or {},
+            parts=parts or {},
         )
         write_json(self._path(name), rec)
+        self.hasher.save()
         return rec
 
     def invalidate(self, name: str) -> None:
@@ -300,3 +419,74 @@ class StageBook:
     def digest(self, name: str) -> str | None:
         rec = self.get(name)
         return rec.digest if rec else None
+
+
+# --------------------------------------------------------------------------- the stage lock
+LOCK_FILE = ".lvlmrec/lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+@contextlib.contextmanager
+def stage_lock(workdir: Workdir, what: str) -> Iterator[None]:
+    """Hold `.lvlmrec/lock` while stages run, so a second process on the same workdir is
+    refused instead of redoing the same work (two `describe`s would describe every item
+    twice). A lock left by a process that is gone (same host, pid not alive) is taken over.
+    """
+    import socket
+
+    from lvlmrec.errors import LvlmrecError
+
+    path = workdir.root / LOCK_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "command": what,
+          "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                holder = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                holder = {}
+            pid = holder.get("pid")
+            same_host = holder.get("host") == me["host"]
+            if isinstance(pid, int) and same_host and not _pid_alive(pid):
+                path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            if not holder and time.time() - _mtime(path) > 10:
+                path.unlink(missing_ok=True)  # empty and old: a crash between open and write
+                continue
+            raise LvlmrecError(
+                f"workdir {workdir.root} is busy: {holder.get('command', 'another command')} "
+                f"is running there (pid {pid} on {holder.get('host', '?')}, since "
+                f"{holder.get('started', '?')}); wait for it to finish, or delete {path} "
+                "if that process is gone") from None
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        break
+    else:
+        raise LvlmrecError(f"cannot take the lock {path}: it keeps reappearing")
+    try:
+        yield
+    finally:
+        try:
+            if json.loads(path.read_text()).get("pid") == me["pid"]:
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return time.time()

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from lvlmrec.config import DatasetConfig
 from lvlmrec.data.schema import Dataset
 from lvlmrec.errors import DataError
-from lvlmrec.workdir import Workdir, _fingerprint
+from lvlmrec.workdir import ContentHasher, Workdir
 
 #: source fields that name files or folders a loader reads
 INPUT_FIELDS = ("source", "reviews", "metadata", "items", "interactions", "images")
@@ -50,27 +49,37 @@ def build_dataset(source: DatasetConfig, workdir: Workdir, show_progress: bool =
     raise DataError(f"dataset format {fmt!r} is not supported")
 
 
-def source_inputs(source: DatasetConfig) -> dict[str, dict[str, Any]]:
-    """Path -> size and mtime (files) or listing digest (folders) of every input a source
-    reads: recorded as provenance and part of the prepare stage's key, so replacing an input
-    file prepares the dataset again."""
+def source_inputs(source: DatasetConfig,
+                  hasher: ContentHasher | None = None) -> dict[str, dict[str, Any]]:
+    """Path -> content hash (files) or hash of every file's name and content (folders) of
+    every input a source reads: recorded as provenance and part of the prepare stage's key,
+    so replacing an input file, or editing an image in place, prepares the dataset again.
+    Times and sizes are not part of it: a copied input is the same input."""
+    hasher = hasher or ContentHasher()
     out: dict[str, dict[str, Any]] = {}
     for field in INPUT_FIELDS:
         path = getattr(source, field, None)
-        if path is not None:
-            path = Path(path)
-            out[str(path)] = _fingerprint(path) if path.exists() else {"kind": "missing"}
+        if path is None:
+            continue
+        path = Path(path)
+        if path.is_dir():
+            n_files = sum(1 for p in path.rglob("*") if p.is_file())
+            out[str(path)] = {"kind": "dir", "n_files": n_files, "sha256": hasher.tree(path)}
+        elif path.is_file():
+            out[str(path)] = {"kind": "file", "size": path.stat().st_size,
+                              "sha256": hasher.file(path)}
+        else:
+            out[str(path)] = {"kind": "missing"}
     return out
 
 
 def prepare_settings(source: DatasetConfig) -> Any:
-    """What the prepare stage's key hashes: the source settings and its inputs' identity."""
-    inputs = source_inputs(source)
-    return {"source": source, "inputs": inputs} if inputs else source
+    """The settings part of the prepare stage's key (its inputs' content is the other)."""
+    return source
 
 
-def prepare_dataset(source: DatasetConfig, workdir: Workdir,
-                    show_progress: bool = True) -> list[Path]:
+def prepare_dataset(source: DatasetConfig, workdir: Workdir, show_progress: bool = True,
+                    hasher: ContentHasher | None = None) -> list[Path]:
     """Write dataset/ for `source`; with format `prepared`, check the one already there."""
     if source.format == "prepared":
         ds = Dataset.load(workdir, features=True)
@@ -84,7 +93,7 @@ def prepare_dataset(source: DatasetConfig, workdir: Workdir,
     ds = build_dataset(source, workdir, show_progress)
     ds.items = link_fetched(ds.items, workdir)
     provenance: dict[str, Any] = {"source": source.model_dump(mode="json")}
-    inputs = source_inputs(source)
+    inputs = source_inputs(source, hasher)
     if inputs:
         provenance["inputs"] = inputs
     outputs = ds.save(workdir, provenance=provenance)
@@ -106,11 +115,11 @@ def describe_provenance(meta: dict[str, Any]) -> list[str]:
     if meta.get("inputs"):
         lines.append("  inputs:")
         for path, fp in meta["inputs"].items():
+            sha = f", sha256 {fp['sha256'][:12]}" if "sha256" in fp else ""
             if fp.get("kind") == "file":
-                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(fp["mtime_ns"] / 1e9))
-                lines.append(f"    {path} ({fp['size']:,} bytes, modified {when})")
+                lines.append(f"    {path} ({fp['size']:,} bytes{sha})")
             elif fp.get("kind") == "dir":
-                lines.append(f"    {path}/ ({fp['n_files']:,} files)")
+                lines.append(f"    {path}/ ({fp['n_files']:,} files{sha})")
             else:
                 lines.append(f"    {path} (missing)")
     if meta.get("filters"):

@@ -24,7 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from lvlmrec.errors import DataError
-from lvlmrec.workdir import Workdir, read_json, save_npy, write_json, write_parquet
+from lvlmrec.workdir import ContentHasher, Workdir, read_json, save_npy, write_json, write_parquet
 
 SPLITS = ("train", "valid", "test")
 ITEM_COLUMNS = ("item_id", "source_id", "title", "text", "image_path")
@@ -209,15 +209,35 @@ class Dataset:
         return out
 
 
-def dataset_digest(workdir: Workdir) -> str:
-    """Content hash of the dataset tables and features: what downstream stages depend on,
-    however the dataset was produced."""
-    from lvlmrec.workdir import file_digest, hash_obj
+def dataset_digest(workdir: Workdir, hasher: ContentHasher | None = None) -> str:
+    """Content hash of the dataset tables, features and every item's image bytes: what
+    downstream stages depend on, however the dataset was produced. An image edited in place
+    changes it; a copied or moved workdir does not."""
+    from lvlmrec.workdir import hash_obj
 
+    hasher = hasher or ContentHasher(workdir)
     files = [workdir.items_path, workdir.interactions_path, workdir.users_path]
     if workdir.features_dir.is_dir():
         files += sorted(workdir.features_dir.glob("*.npy"))
-    return hash_obj({p.name: file_digest(p) for p in files})
+    tables = {p.name: hasher.file(p) for p in files}
+    items = pd.read_parquet(workdir.items_path, columns=["image_path"])
+    images = image_hashes(items["image_path"], workdir, hasher)
+    return hash_obj({"tables": tables, "images": hash_obj(images)})
+
+
+def image_hashes(image_paths, workdir: Workdir, hasher: ContentHasher | None = None) -> list[str]:
+    """Content hash of each item's image ("" without one, "missing" when its file is gone),
+    aligned with item ids: the key of per-item caches of what an image gives (descriptions,
+    image embeddings), so an image edited in place is described and encoded again."""
+    hasher = hasher or ContentHasher(workdir)
+    out = []
+    for p in pd.Series(image_paths).fillna("").astype(str):
+        if not p:
+            out.append("")
+            continue
+        path = workdir.resolve(p)
+        out.append(hasher.file(path) if path.is_file() else "missing")
+    return out
 
 
 def interaction_matrix(

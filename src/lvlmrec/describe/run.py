@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from lvlmrec.config import DescribeConfig
-from lvlmrec.data.schema import Dataset
+from lvlmrec.data.schema import Dataset, image_hashes
 from lvlmrec.describe.base import DescribeItem, DescribeSummary, describe_items, order_items
 from lvlmrec.describe.registry import make_describer
 from lvlmrec.describe.store import DescriptionStore
@@ -40,6 +40,8 @@ def run_describe(cfg: DescribeConfig, workdir: Workdir, ds: Dataset,
                         max_items=cfg.max_items)
     try:
         with DescriptionStore(workdir.descriptions_db) as store:
+            # an image edited in place is described again (only that item)
+            store.sync_images(dict(enumerate(image_hashes(ds.items["image_path"], workdir))))
             if on_ray:
                 from lvlmrec.describe.ray_engine import describe_items_ray
 

@@ -23,6 +23,10 @@ CREATE TABLE IF NOT EXISTS descriptions (
     created     REAL    NOT NULL,
     PRIMARY KEY (item_id, model, prompt_hash)
 );
+CREATE TABLE IF NOT EXISTS images (
+    item_id     INTEGER PRIMARY KEY,
+    image_hash  TEXT    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS prompts (
     prompt_hash TEXT PRIMARY KEY,
     name        TEXT,
@@ -92,6 +96,19 @@ class DescriptionStore:
             [(int(i), model, prompt_hash, text, err, secs, now) for i, text, err, secs in rows],
         )
         self._conn.commit()
+
+    def sync_images(self, hashes: dict[int, str]) -> list[int]:
+        """Record the content hash of each item's image; forget every description of an
+        item whose image changed since it was described, so it is described again.
+        Returns the ids of those items."""
+        old = dict(self._conn.execute("SELECT item_id, image_hash FROM images"))
+        changed = [i for i, h in hashes.items() if i in old and old[i] != h]
+        self._conn.executemany("DELETE FROM descriptions WHERE item_id=?",
+                               [(int(i),) for i in changed])
+        self._conn.executemany("INSERT OR REPLACE INTO images VALUES (?, ?)",
+                               [(int(i), h) for i, h in hashes.items() if old.get(i) != h])
+        self._conn.commit()
+        return changed
 
     # ------------------------------------------------------------------ reads
     def done_ids(self, model: str, prompt_hash: str) -> set[int]:

@@ -15,7 +15,7 @@ import numpy as np
 from rich.console import Console
 
 from lvlmrec.config import EncodeConfig, ScaleConfig
-from lvlmrec.data.schema import Dataset
+from lvlmrec.data.schema import Dataset, image_hashes
 from lvlmrec.describe.run import read_active
 from lvlmrec.describe.store import DescriptionStore
 from lvlmrec.encode.store import embedding_meta, save_embedding
@@ -89,28 +89,56 @@ def _encode_images(cfg: EncodeConfig, workdir: Workdir, ds: Dataset, console: Co
     if not cfg.images or all(p is None for p in paths):
         return []
     name = f"image_{_image_source_name(cfg.image_model)}"
-    fingerprints = [(str(p), p.stat().st_size, p.stat().st_mtime_ns)
-                    if p is not None and p.is_file() else None for p in paths]
+    hashes = image_hashes(ds.items["image_path"], workdir)
     from lvlmrec.encode.image import PREPROCESSING_VERSION, ImageEncoder
 
     encoder = ImageEncoder(cfg.image_model, device=cfg.device,
                            batch_size=cfg.image_batch_size, image_size=cfg.image_size)
-    key = hash_obj({"model": encoder.model_id, "preprocessing": PREPROCESSING_VERSION,
-                    "images": hash_obj(fingerprints)})
+    # keyed by the images' content, not their paths or times: a copied workdir is cached,
+    # an image edited in place is encoded again (only that image: rows of unchanged
+    # images are reused from the previous array)
+    model_key = hash_obj({"model": encoder.model_id, "preprocessing": PREPROCESSING_VERSION})
+    key = hash_obj({"model": model_key, "images": hash_obj(hashes)})
     meta = embedding_meta(workdir, name)
     if meta is None or meta.get("key") != key:
-        console.print(f"  encoding {sum(p is not None for p in paths)} images "
-                      f"with {cfg.image_model}")
-        emb, failures = engine.images(encoder, paths)
+        emb, todo = _reuse_image_rows(workdir, name, meta, model_key, hashes, encoder.dim)
+        reused = sum(1 for h in hashes if h) - len(todo)
+        console.print(f"  encoding {len(todo)} images with {cfg.image_model}"
+                      + (f" ({reused} unchanged, reused)" if reused else ""))
+        failures: dict[int, str] = {}
+        if todo:
+            new, sub_failures = engine.images(encoder, [paths[i] for i in todo])
+            emb[todo] = new
+            failures = {todo[j]: err for j, err in sub_failures.items()}
         if failures:
             console.print(f"  [yellow]{len(failures)} images could not be read; "
                           f"their rows are zero[/yellow]")
         save_embedding(workdir, name, emb, {"key": key, "model": cfg.image_model,
                                             "source": "image", "normalised": False,
-                                            "n_unreadable": len(failures)})
+                                            "n_unreadable": len(failures),
+                                            "model_key": model_key, "image_hashes": hashes})
     else:
         console.print(f"  [dim]{name}: cached[/dim]")
     return [workdir.embedding_path(name), workdir.embedding_path(name).with_suffix(".json")]
+
+
+def _reuse_image_rows(workdir: Workdir, name: str, meta: dict | None, model_key: str,
+                      hashes: list[str], dim: int) -> tuple[np.ndarray, list[int]]:
+    """The new array with the rows of images whose content was encoded before (same model)
+    filled in, and the item ids still to encode."""
+    emb = np.zeros((len(hashes), dim), dtype=np.float32)
+    old_rows: dict[str, np.ndarray] = {}
+    if meta and meta.get("model_key") == model_key and meta.get("image_hashes"):
+        old = np.load(workdir.embedding_path(name))
+        old_rows = {h: old[i] for i, h in enumerate(meta["image_hashes"])
+                    if h not in ("", "missing") and i < len(old) and np.any(old[i])}
+    todo = []
+    for i, h in enumerate(hashes):
+        if h in old_rows:
+            emb[i] = old_rows[h]
+        elif h:
+            todo.append(i)  # a missing file is tried too, so it is counted as unreadable
+    return emb, todo
 
 
 class LocalEncoders:

@@ -88,6 +88,7 @@ def source_key(workdir: Workdir, source: str) -> str:
         if "key" in info:
             return str(info["key"])
     if path.is_file():
-        st = path.stat()
-        return f"{path.name}:{st.st_size}:{st.st_mtime_ns}"
+        from lvlmrec.workdir import ContentHasher
+
+        return f"{path.name}:{ContentHasher(workdir).file(path)}"
     return "missing"

@@ -17,7 +17,7 @@ from lvlmrec.device import resolve_device
 from lvlmrec.encode.store import load_source, source_key
 from lvlmrec.represent.base import Recommender, TrainData
 from lvlmrec.represent.registry import build, load_plugins, sources_of
-from lvlmrec.workdir import Workdir, hash_obj, read_json, write_json
+from lvlmrec.workdir import Workdir, code_key, hash_obj, read_json, write_json
 
 
 def train_data(ds: Dataset, workdir: Workdir, seed: int = 0, device: str = "cpu",
@@ -38,13 +38,14 @@ def fit_all(cfg: RepresentConfig, seed: int, workdir: Workdir, ds: Dataset, data
             console: Console, show_progress: bool = True) -> list[Path]:
     load_plugins(cfg.plugins)
     data = train_data(ds, workdir, seed, resolve_device(cfg.device), show_progress)
+    code = code_key(cfg.plugins)  # lvlmrec's version and the plugins' source
     outputs: list[Path] = []
     for strategy in cfg.strategies:
         folder = workdir.model_dir(strategy.name)
         model = build(strategy, seed)
         # the model's repr holds every parameter, defaults included, so a changed default refits
         key = hash_obj({"strategy": strategy, "seed": seed, "data": data_key,
-                        "model": repr(model),
+                        "model": repr(model), "code": code,
                         "sources": {s: source_key(workdir, s) for s in sources_of(strategy)}})
         fit_json = folder / "fit.json"
         if fit_json.is_file() and read_json(fit_json).get("key") == key \
