@@ -72,6 +72,9 @@ def main() -> None:
     parser.add_argument("--workdir")
     parser.add_argument("--representation")
     args = parser.parse_args()
+    from _results import Load, save_results
+
+    load = Load()
     threadpool_limits(1)  # as in `lvlmrec serve`: one BLAS thread per request
 
     vectors = (run_vectors(args.workdir, args.representation) if args.workdir
@@ -97,6 +100,9 @@ def main() -> None:
                      "recall@10": recall, "p50_ms": np.percentile(ann_ms, 50),
                      "p99_ms": np.percentile(ann_ms, 99)})
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    save_results("ann_recall", {"n_items": len(vectors), "dim": int(vectors.shape[1]),
+                                "queries": len(queries), "k": args.k,
+                                "rows": pd.DataFrame(rows).to_dict(orient="records")}, load)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ from lvlmrec.describe.prompts import resolve_prompt  # noqa: E402
 from lvlmrec.describe.store import DescriptionStore  # noqa: E402
 from lvlmrec.describe.tiny import llava_next_parts  # noqa: E402
 from lvlmrec.device import available_cpus, set_cpu_threads  # noqa: E402
+from _results import Load, save_results  # noqa: E402
 
 PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]  # llava-v1.6
 MISTRAL_VOCAB = 32064  # llava-v1.6-mistral-7b-hf's text vocabulary (32,000 + image/pad tokens)
@@ -284,10 +285,15 @@ def main() -> None:
                         "python": platform.python_version()},
         "results": {}}
 
+    load = Load()
+
     def save() -> None:
         if out_path is not None:
             out_path.parent.mkdir(parents=True, exist_ok=True)
             out_path.write_text(json.dumps(report, indent=2))
+        # the committed copy, with date, machine, load and command (benchmarks/_results.py)
+        save_results("describe_throughput" + ("_tiny" if args.tiny else ""),
+                     {k: v for k, v in report.items()}, load)
 
     print(json.dumps(report["environment"]), flush=True)
     t0 = time.perf_counter()

@@ -146,7 +146,9 @@ def main() -> None:
     parser.add_argument("--block-size", type=int, default=2048)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    from _results import Load, save_results
 
+    load = Load()
     t0 = time.perf_counter()
     frame = study_shaped_data(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -189,6 +191,11 @@ def main() -> None:
     best = min(times)
     print(f"seconds={best:.2f} baseline_seconds={baseline:.1f} speedup={baseline / best:.0f} "
           f"peak_mib={max(peaks):.0f}")
+    save_results("eval_speed", {
+        "n_users": N_USERS, "n_items": N_ITEMS, "dim": DIM, "seconds": min(times),
+        "seconds_per_run": times, "peak_mib": max(peaks), "floor_seconds": floor,
+        "baseline_ms_per_user": per_user * 1e3, "baseline_seconds": baseline,
+        "speedup": baseline / best, "recall_agrees": bool(agree)}, load)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--vision", default="efficientnet")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    from _results import Load, save_results
+
+    load = Load()
     workdir = Workdir(args.workdir)
     ds = Dataset.load(workdir, features=False)
     data = train_data(ds, workdir, seed=args.seed, show_progress=False)
@@ -36,6 +39,7 @@ def main() -> None:
           f"text={args.text} vision={args.vision}")
     print(f"{'fusion':<18}{'objective':<10}{'wall_s':>8}{'cpu_s':>8}{'epochs':>8}{'best':>6}"
           f"{'valid@20':>10}{'test@10':>9}{'test@20':>9}")
+    rows = []
     for cls in (AttentionFusion, GatingFusion, CrossModalFusion):
         for objective in OBJECTIVES:
             model = cls(args.text, args.vision, objective=objective, seed=args.seed)
@@ -48,6 +52,14 @@ def main() -> None:
                   f"{len(model.valid_recall_):>8}{model.best_epoch_:>6}"
                   f"{max(model.valid_recall_):>10.4f}{test['recall@10'].mean():>9.4f}"
                   f"{test['recall@20'].mean():>9.4f}", flush=True)
+            rows.append({"fusion": cls.__name__, "objective": objective, "wall_s": wall,
+                         "cpu_s": cpu, "epochs": len(model.valid_recall_),
+                         "best_epoch": model.best_epoch_,
+                         "valid_recall@20": max(model.valid_recall_),
+                         "test_recall@10": test["recall@10"].mean(),
+                         "test_recall@20": test["recall@20"].mean()})
+    save_results("fusion_objectives", {"n_users": ds.n_users, "n_items": ds.n_items,
+                                       "rows": rows}, load)
 
 
 if __name__ == "__main__":

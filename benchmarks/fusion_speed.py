@@ -57,6 +57,9 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--epochs", type=int, default=1)
     args = parser.parse_args()
+    from _results import Load, save_results
+
+    load = Load()
     t0 = time.perf_counter()
     data = study_shaped(args.scale)
     print(f"{data.n_users} users, {data.n_items} items, {data.train.nnz} training and "
@@ -70,12 +73,17 @@ def main() -> None:
     models = [cls("text", "vision", epochs=args.epochs)
               for cls in (AttentionFusion, GatingFusion, CrossModalFusion)]
     models += [ItemKNN(), Hybrid("text", weight_grid=[0.5])]
+    fits = {}
     for model in models:
         t0 = time.perf_counter()
         model.fit(data)
         seconds = time.perf_counter() - t0
         print(f"{type(model).__name__:<18} fit {seconds:7.1f}s   peak {peak_mib():7.0f} MiB",
               flush=True)
+        fits[type(model).__name__] = {"fit_s": seconds, "peak_mib": peak_mib()}
+    save_results("fusion_speed", {"n_users": data.n_users, "n_items": data.n_items,
+                                  "epochs": args.epochs, "valid_pass_s": valid_s,
+                                  "models": fits}, load)
 
 
 if __name__ == "__main__":

@@ -54,8 +54,11 @@ def main() -> None:
     parser.add_argument("--dim", type=int, default=768)
     args = parser.parse_args()
 
+    from _results import Load, save_results
+
     from lvlmrec.data.kaggle import random_archive
 
+    load = Load()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "Clothing_Shoes_and_Jewelry-clip_clip"
         t0 = time.perf_counter()
@@ -77,6 +80,8 @@ def main() -> None:
         print(f"time: {result['seconds']:.1f}s")
         print(f"peak memory: {result['peak_rss_mb']:.0f} MB resident "
               f"(interpreter + imports alone: {float(base.stdout):.0f} MB)")
+        save_results("prepare_speed", {**result, "archive_mb": round(size_mb, 1),
+                                       "baseline_rss_mb": float(base.stdout)}, load)
 
 
 if __name__ == "__main__":

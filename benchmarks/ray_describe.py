@@ -38,6 +38,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--backend", choices=["attributes", "tiny-llava"], default="attributes")
     args = parser.parse_args()
+    from _results import Load, save_results
+
+    load = Load()
     # one thread per math library, as Ray gives a worker with one CPU: set before numpy loads
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -73,6 +76,7 @@ def main() -> None:
         runs = [("local", ScaleConfig())] + [
             (f"ray, {n} worker{'s' * (n > 1)}", ScaleConfig(engine="ray", workers=n))
             for n in (1, 2)]
+        rows = []
         for name, scale in runs:
             workdir = Workdir(shutil.copytree(catalog.root, Path(tmp) / name.replace(" ", "")))
             cfg = DescribeConfig(**settings, scale=scale)
@@ -80,9 +84,13 @@ def main() -> None:
             summary, _ = run_describe(cfg, workdir, ds, show_progress=False)
             wall = time.perf_counter() - t0
             assert summary.n_described == args.items, summary.line()
-            print(f"{name:<18}{wall:>8.1f}{args.items / wall:>16.2f}"
-                  f"{steady_rate(workdir.descriptions_db):>18.2f}")
+            steady = steady_rate(workdir.descriptions_db)
+            print(f"{name:<18}{wall:>8.1f}{args.items / wall:>16.2f}{steady:>18.2f}")
+            rows.append({"engine": name, "wall_s": wall, "items_per_s": args.items / wall,
+                         "steady_items_per_s": steady})
         ray.shutdown()
+    save_results("ray_describe", {"items": args.items, "backend": args.backend,
+                                  "batch_size": args.batch_size, "rows": rows}, load)
 
 
 if __name__ == "__main__":

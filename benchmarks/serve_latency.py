@@ -186,7 +186,9 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help="where to write the synthetic run "
                         "(default: a temporary folder, removed afterwards)")
     args = parser.parse_args()
+    from _results import Load, save_results
 
+    load = Load()
     with tempfile.TemporaryDirectory(prefix="serve-latency-") as tmp:
         root = args.workdir or Path(tmp) / "run"
         t0 = time.perf_counter()
@@ -213,6 +215,9 @@ def main() -> None:
         worst = users["p99_ms"].max()
         print(f"user recommendations p99 = {worst:.1f} ms (target < 20 ms): "
               f"{'met' if worst < 20 else 'NOT met'}")
+    save_results(f"serve_latency_{args.index}", {
+        "n_items": N_ITEMS, "n_users": N_USERS, "dim": DIM, "seconds_per_run": args.seconds,
+        "rows": table.round(2).to_dict(orient="records")}, load)
 
 
 if __name__ == "__main__":

@@ -159,11 +159,17 @@ def main() -> None:
                         help="kNN rows per block (default: 128 MiB of scores per block)")
     parser.add_argument("--skip-graphs", action="store_true")
     args = parser.parse_args()
+    from _results import Load, save_results
+
+    load = Load()
+    results: dict = {"n_users": N_USERS, "n_items": N_ITEMS, "dim": DIM,
+                     "device": args.device, "models": {}}
     print(f"shape: {N_USERS} users, {N_ITEMS} items, ~{N_INTERACTIONS} interactions, "
           f"{DIM}-d text and vision features; device {args.device}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     if not args.skip_graphs:
         g = _run(graphs_phase, args.threads, args.device, args.block_size)
+        results["graphs"] = g
         print(f"graphs: text k10 {g['text_knn_s']:.1f}s, vision k40 {g['vision_knn_s']:.1f}s, "
               f"fusion {g['fusion_s']:.1f}s, total {g['total_s']:.1f}s; "
               f"{g['fusion_edges']} fusion edges; peak RSS {g['peak_rss_mib']:.0f} MiB "
@@ -171,6 +177,7 @@ def main() -> None:
               f"numpy peak {g['numpy_peak_mib']:.0f} MiB; load {os.getloadavg()[0]:.1f}")
     for name in filter(None, args.models.split(",")):
         r = _run(model_phase, name, args.epochs, args.threads, args.device, args.block_size)
+        results["models"][name] = r
         gpu = f", GPU peak {r['gpu_peak_mib']:.0f} MiB" if "gpu_peak_mib" in r else ""
         print(f"{name}: build {r['build_s']:.1f}s, {r['epoch_s']:.1f}s/epoch "
               f"({r['steps_per_epoch']} steps of 2048 over {r['train_interactions']} "
@@ -179,6 +186,7 @@ def main() -> None:
               f"loss {['%.4f' % x for x in r['loss']]}, "
               f"recall@20 {['%.4f' % x for x in r['recall20']]}; "
               f"load {os.getloadavg()[0]:.1f}")
+    save_results("smore_speed", results, load)
 
 
 if __name__ == "__main__":
