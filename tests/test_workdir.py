@@ -48,3 +48,33 @@ def test_stage_digest_follows_content_not_time(tmp_path):
     write_json(out, {"a": 2})
     d3 = book.finish("s", "k", [out], 0.1).digest
     assert d1 == d2 != d3
+
+
+def test_content_hasher_memo_never_hides_a_change(tmp_path):
+    import os
+    import time
+
+    from lvlmrec.workdir import ContentHasher, file_digest
+
+    wd = Workdir(tmp_path)
+    f = tmp_path / "img" / "a.bin"
+    f.parent.mkdir()
+    f.write_bytes(b"x" * 100)
+    old = time.time() - 60
+    os.utime(f, (old, old))
+    time.sleep(0.01)
+    hasher = ContentHasher(wd)
+    first = hasher.tree(tmp_path / "img")
+    hasher.save()
+    assert (tmp_path / ".lvlmrec" / "hashes.json").is_file()
+    # same size, mtime put back: the ctime still changed, so the bytes are read again
+    f.write_bytes(b"y" * 100)
+    os.utime(f, (old, old))
+    again = ContentHasher(wd)
+    assert again.file(f) == file_digest(f)
+    assert again.tree(tmp_path / "img") != first
+    # a copy (new inode, new times) hashes to the same digest
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / "a.bin").write_bytes(f.read_bytes())
+    assert again.tree(copy) == again.tree(tmp_path / "img")

@@ -346,7 +346,10 @@ def info(workdir: Path = WorkdirOpt,
         console.print(f"stage {name}: {state}")
     if wd.config_path.is_file():
         console.print("next `lvlmrec run` (with the workdir's config.yaml):")
-        _print_plan(load_run_config(None, workdir), workdir)
+        try:
+            _print_plan(load_run_config(None, workdir), workdir)
+        except LvlmrecError as err:
+            console.print(f"  cannot tell: {escape(str(err))}", highlight=False)
 
 
 @app.command()

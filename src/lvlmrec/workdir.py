@@ -238,7 +238,7 @@ class ContentHasher:
             except (OSError, ValueError):
                 pass
 
-    def _name(self, path: Path) -> str:
+    def _name(self, path: str) -> str:
         p = os.path.abspath(path)
         if self.root is not None:
             root = str(self.root) + os.sep
@@ -246,18 +246,18 @@ class ContentHasher:
                 return p[len(root):]
         return p
 
-    def file(self, path: str | os.PathLike) -> str:
-        """sha256 of a file's bytes."""
-        path = Path(path)
-        st = path.stat()
-        sig = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+    def file(self, path: str | os.PathLike, st: os.stat_result | None = None) -> str:
+        """sha256 of a file's bytes (`st`: its stat, when the caller has it)."""
+        path = os.fspath(path)
+        st = st or os.stat(path)
         name = self._name(path)
         hit = self._memo.get(name)
-        if hit is not None and hit[:4] == sig:
+        if (hit is not None and hit[0] == st.st_size and hit[1] == st.st_mtime_ns
+                and hit[2] == st.st_ctime_ns and hit[3] == st.st_ino):
             return hit[4]
         digest = file_digest(path)
         if time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > _RACY_SECONDS:
-            self._memo[name] = [*sig, digest]
+            self._memo[name] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, digest]
             self._dirty = True
         elif name in self._memo:
             del self._memo[name]
@@ -266,17 +266,19 @@ class ContentHasher:
 
     def tree(self, path: str | os.PathLike) -> str:
         """Hash of a folder: every file's relative name and content hash."""
-        path = Path(path)
-        entries = []
-        for dirpath, dirnames, filenames in os.walk(path):
-            dirnames.sort()
-            for name in sorted(filenames):
-                if _is_temp(name):
-                    continue
-                full = Path(dirpath) / name
-                if full.is_file():
-                    entries.append((str(full.relative_to(path)), self.file(full)))
-        return hash_obj({"kind": "dir", "files": entries})
+        h = hashlib.sha256(b"dir\0")
+        self._tree(os.fspath(path), "", h)
+        return h.hexdigest()
+
+    def _tree(self, folder: str, prefix: str, h: Any) -> None:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                self._tree(entry.path, f"{prefix}{entry.name}/", h)
+            elif not _is_temp(entry.name) and entry.is_file():
+                digest = self.file(entry.path, entry.stat())
+                h.update(f"{prefix}{entry.name}\0{digest}\n".encode())
 
     def digest(self, path: str | os.PathLike) -> str:
         """Content hash of a file or a folder."""

@@ -15,6 +15,7 @@ when validation fails, and every file is written atomically.
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -235,8 +236,10 @@ def image_hashes(image_paths, workdir: Workdir, hasher: ContentHasher | None = N
         if not p:
             out.append("")
             continue
-        path = workdir.resolve(p)
-        out.append(hasher.file(path) if path.is_file() else "missing")
+        try:
+            out.append(hasher.file(p if os.path.isabs(p) else os.path.join(workdir.root, p)))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            out.append("missing")
     return out
 
 
