@@ -256,7 +256,7 @@ class ContentHasher:
                 and hit[2] == st.st_ctime_ns and hit[3] == st.st_ino):
             return hit[4]
         digest = file_digest(path)
-        if time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > _RACY_SECONDS:
+        if time.time() - st.st_ctime_ns / 1e9 > _RACY_SECONDS:
             self._memo[name] = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, digest]
             self._dirty = True
         elif name in self._memo:
