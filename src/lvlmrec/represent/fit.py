@@ -17,7 +17,8 @@ from lvlmrec.device import resolve_device
 from lvlmrec.encode.store import load_source, source_key
 from lvlmrec.represent.base import Recommender, TrainData
 from lvlmrec.represent.registry import build, load_plugins, sources_of
-from lvlmrec.workdir import Workdir, hash_obj, read_json, write_json
+from lvlmrec.workdir import (Workdir, atomic_dir, clean_stray_temps, hash_obj, read_json,
+                             write_json)
 
 
 def train_data(ds: Dataset, workdir: Workdir, seed: int = 0, device: str = "cpu",
@@ -37,6 +38,7 @@ def train_data(ds: Dataset, workdir: Workdir, seed: int = 0, device: str = "cpu"
 def fit_all(cfg: RepresentConfig, seed: int, workdir: Workdir, ds: Dataset, data_key: str,
             console: Console, show_progress: bool = True) -> list[Path]:
     load_plugins(cfg.plugins)
+    clean_stray_temps(workdir.models_dir, recursive=False)  # what a killed fit left behind
     data = train_data(ds, workdir, seed, resolve_device(cfg.device), show_progress)
     outputs: list[Path] = []
     for strategy in cfg.strategies:
@@ -54,13 +56,18 @@ def fit_all(cfg: RepresentConfig, seed: int, workdir: Workdir, ds: Dataset, data
             t0 = time.perf_counter()
             model.fit(data)
             seconds = time.perf_counter() - t0
-            model.save(folder)
-            write_json(fit_json, {"key": key, "seconds": round(seconds, 3),
-                                  "strategy": strategy, "model": repr(model)})
+            # saved whole into a temporary folder, then renamed: a killed fit never leaves
+            # a half model under the strategy's name
+            with atomic_dir(folder) as tmp:
+                model.save(tmp)
+                write_json(tmp / "fit.json", {"key": key, "seconds": round(seconds, 3),
+                                              "strategy": strategy, "model": repr(model)})
             console.print(f"  {strategy.name}: fitted {type(model).__name__} in {seconds:.1f}s")
         outputs.append(folder)
     return outputs
 
 
-def load_model(workdir: Workdir, name: str) -> Recommender:
-    return Recommender.load(workdir.model_dir(name))
+def load_model(workdir: Workdir, name: str, plugins: list[str] | None = None) -> Recommender:
+    """A fitted strategy; with `plugins` (the run's `represent.plugins`) only built-in kinds
+    and those plugins' kinds load (`Recommender.load`)."""
+    return Recommender.load(workdir.model_dir(name), plugins)

@@ -238,10 +238,11 @@ def load_run(workdir: str | Path | Workdir, index: str = "exact", max_k: int = 1
     text_model = cfg.encode.text_model if cfg else None
     reps: dict[str, Representation] = {}
     skipped: dict[str, str] = {}
+    plugins = cfg.represent.plugins if cfg else []
     for name in _model_names(wd, list(strategies)):
         say(f"loading representation {name}")
         try:
-            model = load_model(wd, name)
+            model = load_model(wd, name, plugins)
             if model.n_items != ds.n_items:
                 raise StageError(f"it scores {model.n_items} items but the dataset has "
                                  f"{ds.n_items}: refit it (lvlmrec represent)")
@@ -255,6 +256,9 @@ def load_run(workdir: str | Path | Workdir, index: str = "exact", max_k: int = 1
         reps[name] = Representation(
             name, model, strategy, index=index, max_k=max_k, metrics=metrics.get(name),
             text_source=_text_source(wd, strategy, model, text_model))
+    if cfg is None:
+        raise StageError(f"no config.yaml in {wd.root}: the server loads only the models of "
+                         "the run's configured strategies")
     if not reps:
         raise StageError(f"no servable model in {wd.models_dir}: run `lvlmrec represent "
                          f"--workdir {wd.root}` first"
@@ -287,10 +291,9 @@ def _saved_config(wd: Workdir) -> RunConfig | None:
 
 
 def _model_names(wd: Workdir, configured: list[str]) -> list[str]:
-    """The configured representations in config order, then any other saved model."""
-    saved = sorted(p.parent.name for p in wd.models_dir.glob("*/model.json")) \
-        if wd.models_dir.is_dir() else []
-    return [n for n in configured if n in saved] + [n for n in saved if n not in configured]
+    """The run's configured representations that have a saved model, in config order: any
+    other folder under models/ is never opened."""
+    return [n for n in configured if (wd.model_dir(n) / "model.json").is_file()]
 
 
 def _metrics(wd: Workdir) -> dict[str, dict[str, float]]:
