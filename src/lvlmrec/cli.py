@@ -380,7 +380,8 @@ def main() -> None:
     try:
         app()
     except LvlmrecError as err:
-        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", highlight=False,
+                      soft_wrap=True)  # one line however narrow the terminal
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("\ninterrupted: finished work is kept; run the same command to resume")

@@ -182,6 +182,8 @@ class StrategyConfig(Section):
     def _name_is_simple(cls, v: str) -> str:
         if not v or not all(c.isalnum() or c in "_-." for c in v):
             raise ValueError("use letters, digits, '_', '-' or '.' only")
+        if v.startswith("."):  # '.', '..' and hidden names would escape or hide in models/
+            raise ValueError(f"{v!r} may not start with '.'")
         return v
 
 

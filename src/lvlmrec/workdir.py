@@ -108,6 +108,11 @@ class Workdir:
         return self.embeddings_dir / f"{name}.npy"
 
     def model_dir(self, name: str) -> Path:
+        """models/<name>; a name that would leave models/ (a path, '.', '..') is refused."""
+        from lvlmrec.errors import ConfigError
+
+        if not name or name.startswith(".") or "/" in name or os.sep in name:
+            raise ConfigError(f"strategy name {name!r} cannot name a folder in models/")
         return self.models_dir / name
 
     def resolve(self, path: str | os.PathLike) -> Path:

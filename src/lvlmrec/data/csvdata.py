@@ -24,7 +24,7 @@ import pandas as pd
 
 from lvlmrec.config import CsvSource
 from lvlmrec.data.filters import ProcessedLog, RawLog, min_rating_mask, process_log, reindex
-from lvlmrec.data.images import link_images
+from lvlmrec.data.images import link_images, refused_image
 from lvlmrec.data.schema import ITEM_COLUMNS, Dataset
 from lvlmrec.errors import DataError
 
@@ -131,6 +131,11 @@ def read_items(source: CsvSource) -> pd.DataFrame:
         out["image_path"] = [
             next((str((b / v).resolve()) for b in bases if (b / v).is_file()), "")
             if v and not url else "" for v, url in zip(value, is_url)]
+        roots = [b.resolve() for b in bases]
+        for image, line, item in zip(out["image_path"], df["line"], ids):
+            reason = refused_image(image, roots) if image else None
+            if reason is not None:
+                raise DataError(f"{path}:{line}: item {item!r}: image refused: {reason}")
     for col in extra:
         out[col] = df[col].to_numpy()
     return out

@@ -81,8 +81,13 @@ def prepare_dataset(source: DatasetConfig, workdir: Workdir,
         return outputs
     from lvlmrec.data.fetch import link_fetched
 
+    from lvlmrec.data.images import check_item_images, image_roots
+
     ds = build_dataset(source, workdir, show_progress)
     ds.items = link_fetched(ds.items, workdir)
+    # every image path must stay inside the run's folders: nothing else is ever read or served
+    check_item_images(ds.items, image_roots(source.model_dump(mode="json"), workdir.root),
+                      workdir.root, f"{source.format} dataset")
     provenance: dict[str, Any] = {"source": source.model_dump(mode="json")}
     inputs = source_inputs(source)
     if inputs:

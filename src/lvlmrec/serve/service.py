@@ -23,6 +23,7 @@ import scipy.sparse as sp
 import yaml
 
 from lvlmrec.config import RunConfig, StrategyConfig, parse_config
+from lvlmrec.data.images import image_roots, refused_image
 from lvlmrec.data.schema import Dataset
 from lvlmrec.describe.run import read_active
 from lvlmrec.describe.store import DescriptionStore
@@ -162,6 +163,8 @@ class ServedRun:
     skipped: dict[str, str]
     text_model: str | None
     index_kind: str = "exact"
+    #: the only folders an image is read from (data/images.py `image_roots`); none: workdir
+    image_roots: list[Path] = dataclasses.field(default_factory=list)
     _encoder: Any = dataclasses.field(default=None, repr=False)
     _encoder_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock,
                                                       repr=False)
@@ -211,6 +214,17 @@ class ServedRun:
 
                 self._encoder = TextEncoder(self.text_model, device="cpu")
             return self._encoder.encode([text], show_progress_bar=False)[0]
+
+    def image_file(self, item_id: int) -> Path | None:
+        """The item's image file, None when it has none; PermissionError when the file lies
+        outside the run's folders (re-checked at every read: items.parquet may be edited)."""
+        path = self.image_paths[item_id]
+        if path is None or not path.is_file():
+            return None
+        reason = refused_image(path, self.image_roots or [self.workdir.root.resolve()])
+        if reason is not None:
+            raise PermissionError(reason)
+        return path
 
     def warm(self) -> None:
         """Load the text encoder now rather than on the first search."""
@@ -277,6 +291,7 @@ def load_run(workdir: str | Path | Workdir, index: str = "exact", max_k: int = 1
         skipped=skipped,
         text_model=text_model,
         index_kind=index,
+        image_roots=image_roots((ds.info or {}).get("source"), wd.root),
     )
 
 
