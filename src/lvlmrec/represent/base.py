@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from lvlmrec.errors import StageError
+from lvlmrec.errors import ConfigError, StageError
 from lvlmrec.workdir import atomic_path, write_json
 
 
@@ -118,6 +118,10 @@ class Recommender:
                 and sig.parameters[p].kind not in (inspect.Parameter.VAR_POSITIONAL,
                                                    inspect.Parameter.VAR_KEYWORD)]
 
+    def check_params(self) -> None:
+        """Raise ConfigError naming a parameter this model cannot be fitted with. Cheap: no
+        data. `registry.build` calls it, so `lvlmrec run` reports it before any stage runs."""
+
     def get_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._param_names()}
 
@@ -209,6 +213,35 @@ class Recommender:
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
+
+
+# --------------------------------------------------------------------------- param checks
+def check_int(name: str, value: Any, low: int = 1, allow_none: bool = False) -> None:
+    """An integer parameter of at least `low` (None too when `allow_none`)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ConfigError(f"{name} = {value!r}: expected an integer >= {low}")
+
+
+def check_number(name: str, value: Any, low: float | None = 0.0, high: float | None = None,
+                 strict: bool = False) -> None:
+    """A number in [low, high] (or (low, high] when `strict`)."""
+    ok = isinstance(value, int | float | np.number) and not isinstance(value, bool) \
+        and bool(np.isfinite(value))
+    if ok and low is not None:
+        ok = value > low if strict else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bounds = f"{'>' if strict else '>='} {low}" if low is not None else "finite"
+        raise ConfigError(f"{name} = {value!r}: expected a number {bounds}"
+                          + (f" and <= {high}" if high is not None else ""))
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} = {value!r}: expected one of {', '.join(map(str, choices))}")
 
 
 def _is_state_name(name: object) -> bool:

@@ -120,7 +120,13 @@ def build(strategy: StrategyConfig, seed: int = 0) -> Recommender:
             f"{strategy.kind!r}; accepted: {sorted(accepted)}"
         )
     kwargs.update(strategy.params)
-    return cls(**kwargs)
+    model = cls(**kwargs)
+    try:
+        model.check_params()
+    except ConfigError as err:
+        raise ConfigError(f"representation {strategy.name!r} (kind {strategy.kind!r}): "
+                          f"{err}") from None
+    return model
 
 
 def _required(cls: type, name: str) -> bool:
