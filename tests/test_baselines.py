@@ -134,6 +134,5 @@ def test_hybrid_blends_and_round_trips(tmp_path):
 
 
 def test_hybrid_rejects_a_non_content_kind():
-
     with pytest.raises(ConfigError, match="not a content representation"):
         Hybrid(content="popularity").fit(_two_signal_data("content"))
