@@ -37,14 +37,17 @@ class Origin:
     options: list[str] = dataclasses.field(default_factory=list)
     _nodes: Any = dataclasses.field(default=None, repr=False)
 
-    def where(self, key: str) -> str:
-        """`--set KEY`, `option --KEY`, or `FILE:LINE` (`FILE` when the line is unknown)."""
-        for given in reversed(self.sets):
-            if _overlaps(given, key):
-                return f"--set {given}"
-        for given in self.options:
-            if _overlaps(given, key):
-                return f"option --{given.rsplit('.', 1)[-1].replace('_', '-')}"
+    def where(self, key: str, message: str = "") -> str:
+        """`--set KEY`, `option --KEY`, or `FILE:LINE` (`FILE` when the line is unknown).
+        A section-wide error goes to the option its message names, else the first one."""
+        for given_keys, label in ((list(reversed(self.sets)), "--set {}"),
+                                  (self.options, "option --{}")):
+            hits = [g for g in given_keys if _overlaps(g, key)]
+            if hits:
+                given = next((g for g in hits if g in message), hits[0])
+                name = given if label == "--set {}" else \
+                    given.rsplit(".", 1)[-1].replace("_", "-")
+                return label.format(name)
         line = self._line(key)
         return f"{self.source}:{line}" if line else self.source
 
@@ -163,7 +166,7 @@ def format_problems(problems: list[tuple[str, str]], origin: Origin | str) -> st
     origin = origin if isinstance(origin, Origin) else Origin(origin)
     lines = []
     for key, msg in problems:
-        where = origin.where(key)
+        where = origin.where(key, msg)
         lines.append(f"{where}: {msg}" if where == f"--set {key}" else f"{where}: {key}: {msg}")
     if len(lines) == 1:
         return f"invalid configuration: {lines[0]}"

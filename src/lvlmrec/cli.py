@@ -209,8 +209,9 @@ def prepare(
     from lvlmrec.checks import Origin, parse_run_config, validate_run
     from lvlmrec.config import resolve_paths
 
+    # every dataset key comes from this command's options (or its --set)
     origin = Origin(src, sets=_set_keys(set_, "dataset."),
-                    options=[f"dataset.{k}" for k, v in values.items() if v is not None])
+                    options=[f"dataset.{k}" for k in values])
     cfg = resolve_paths(parse_run_config(data, origin), Path.cwd())
     validate_run(cfg, origin, ["prepare"], workdir)
     _run(cfg, workdir, only=["prepare"], progress=progress)
