@@ -22,10 +22,6 @@ from pydantic import ValidationError
 from lvlmrec.config import RunConfig
 from lvlmrec.errors import ConfigError, LvlmrecError
 
-#: the stages a command runs when it names none
-ALL_STAGES = ("prepare", "describe", "encode", "represent", "evaluate", "report")
-
-
 # --------------------------------------------------------------------------- where keys come from
 @dataclasses.dataclass
 class Origin:
@@ -177,9 +173,10 @@ def format_problems(problems: list[tuple[str, str]], origin: Origin | str) -> st
 def validate_run(config: RunConfig, source: Origin | str = "<config>",
                  stages: Iterable[str] | None = None, workdir: Path | None = None) -> None:
     """Raise one ConfigError listing every problem of `config` a run would meet, before any
-    stage runs. `stages`: the stages about to run (None: all); `workdir`: where sources
+    stage runs. `stages`: the stages about to run (None: not known, so what depends on
+    them, such as needing a strategy to evaluate, is not checked); `workdir`: where sources
     that already exist may be found."""
-    problems = run_problems(config, set(stages or ALL_STAGES), workdir)
+    problems = run_problems(config, set(stages or ()), workdir)
     if problems:
         raise ConfigError(format_problems(problems, source))
 

@@ -19,6 +19,7 @@ from rich.markup import escape
 
 from lvlmrec.checks import check_workdir
 from lvlmrec.config import RunConfig, named_config
+from lvlmrec.pipeline import STAGE_NAMES
 from lvlmrec.errors import ConfigError, LvlmrecError
 from lvlmrec.workdir import Workdir, to_jsonable
 
@@ -91,7 +92,7 @@ def load_run_config(config: Path | None, workdir: Path | None, sets: list[str] |
                     overrides: dict[str, dict[str, Any]] | None = None,
                     stages: list[str] | None = None) -> RunConfig:
     """The run's config: file (or the workdir's), options, then --set; validated whole for
-    the `stages` about to run (None: all) before any of them starts (checks.py)."""
+    the `stages` about to run (None: not known) before any of them starts (checks.py)."""
     from lvlmrec.checks import Origin, dotted_keys, parse_run_config, validate_run
     from lvlmrec.config import resolve_paths
 
@@ -135,7 +136,7 @@ def run(
     progress: bool = ProgressOpt,
 ) -> None:
     """Run every stage; unchanged stages are skipped, an interrupted run resumes."""
-    cfg = load_run_config(config, workdir, set_, stages=only)
+    cfg = load_run_config(config, workdir, set_, stages=only or list(STAGE_NAMES))
     _run(cfg, workdir, only, force, progress)
     _where(workdir)
 
@@ -151,7 +152,8 @@ def demo(
 ) -> None:
     """The whole pipeline on the built-in synthetic fashion catalog (offline, CPU)."""
     cfg = load_run_config(named_config("demo"), None, set_,
-                          {"dataset": {"n_items": n_items, "n_users": n_users, "seed": seed}})
+                          {"dataset": {"n_items": n_items, "n_users": n_users, "seed": seed}},
+                          stages=list(STAGE_NAMES))
     check_workdir(workdir)
     _run(cfg, workdir, progress=progress)
     _where(workdir)
