@@ -175,6 +175,26 @@ def test_a_killed_fit_leaves_no_half_model_and_its_temps_are_cleaned(small_run, 
     assert clean_stray_temps(wd.models_dir) == []
 
 
+def test_a_run_removes_what_a_killed_writer_left(small_run, tmp_path):
+    import shutil
+
+    from lvlmrec.pipeline import run_pipeline
+
+    wd = Workdir(tmp_path / "run")
+    shutil.copytree(small_run[0].root, wd.root)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    strays = [wd.dataset_dir / f".items.parquet.lvtmp{dead.pid}.x1.tmp",
+              wd.embeddings_dir / f".image_efficientnet.npy.lvtmp{dead.pid}.x2.tmp"]
+    for path in strays:
+        path.write_bytes(b"half")
+    kept = wd.embeddings_dir / f".text_title.npy.lvtmp{os.getpid()}.x3.tmp"
+    kept.write_bytes(b"being written")
+    with pytest.raises(StageError, match="unknown stage"):  # cleaning comes first
+        run_pipeline(small_run[2], wd, only=["nothing"], console=Console(quiet=True))
+    assert not any(p.exists() for p in strays) and kept.exists()
+
+
 def test_atomic_dir_replaces_a_folder_whole(tmp_path):
     target = tmp_path / "models" / "m"
     target.mkdir(parents=True)

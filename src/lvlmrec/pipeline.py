@@ -19,7 +19,7 @@ from rich.console import Console
 
 from lvlmrec.config import RunConfig
 from lvlmrec.errors import StageError
-from lvlmrec.workdir import StageBook, Workdir, clean_stray_temps, hash_obj, write_text
+from lvlmrec.workdir import StageBook, Workdir, clean_run_temps, hash_obj, write_text
 
 #: bump when a stage's output format changes, so old records no longer match
 STAGE_VERSION = 1
@@ -112,7 +112,7 @@ def run_pipeline(
     console = console or Console()
     ctx = Context(workdir, config, console, show_progress)
     workdir.root.mkdir(parents=True, exist_ok=True)
-    clean_stray_temps(workdir.root)  # half-written files of a killed earlier run
+    clean_run_temps(workdir)  # half-written files of a killed earlier run
     _save_config(config, workdir)
     book = StageBook(workdir)
     force = set(force or [])

@@ -204,6 +204,16 @@ def clean_stray_temps(folder: str | os.PathLike, recursive: bool = True) -> list
     return removed
 
 
+def clean_run_temps(workdir: Workdir) -> list[Path]:
+    """`clean_stray_temps` in every artifact folder of a run (not below: a workdir may hold
+    other things, and image folders are large)."""
+    folders = [workdir.root, workdir.dataset_dir, workdir.features_dir,
+               workdir.descriptions_dir, workdir.embeddings_dir, workdir.models_dir,
+               workdir.results_dir, workdir.report_dir, workdir.figures_dir,
+               workdir.stages_dir]
+    return [p for folder in folders for p in clean_stray_temps(folder, recursive=False)]
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

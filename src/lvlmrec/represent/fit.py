@@ -68,6 +68,23 @@ def fit_all(cfg: RepresentConfig, seed: int, workdir: Workdir, ds: Dataset, data
 
 
 def load_model(workdir: Workdir, name: str, plugins: list[str] | None = None) -> Recommender:
-    """A fitted strategy; with `plugins` (the run's `represent.plugins`) only built-in kinds
-    and those plugins' kinds load (`Recommender.load`)."""
+    """A fitted strategy. Only built-in kinds and the kinds of `plugins` load
+    (`Recommender.load`); None: the plugins of the run's saved config.yaml (without one,
+    the kinds registered in this process)."""
+    if plugins is None:
+        plugins = saved_plugins(workdir)
     return Recommender.load(workdir.model_dir(name), plugins)
+
+
+def saved_plugins(workdir: Workdir) -> list[str] | None:
+    """`represent.plugins` of the workdir's config.yaml (None without one)."""
+    import yaml
+
+    if not workdir.config_path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(workdir.config_path.read_text(encoding="utf-8")) or {}
+        plugins = (data.get("represent") or {}).get("plugins") or []
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return []
+    return [str(p) for p in plugins] if isinstance(plugins, list) else []
