@@ -309,3 +309,17 @@ def test_set_error_does_not_blame_the_workdir_config(tmp_path, capsys):
     code, out = run_cli(["run", "-w", wd, "--set", "describe.batch_sise=8"], capsys)
     line = error_line(out)
     assert code == 2 and "--set describe.batch_sise" in line and "config.yaml" not in line
+
+
+def test_validation_itself_is_fast():
+    """The checks are cheap once the code is imported (the 5 s budget is mostly imports)."""
+    import time
+
+    from lvlmrec.checks import validate_run
+    from lvlmrec.config import load_config, named_config
+
+    cfg = load_config(named_config("demo"))
+    validate_run(cfg, "demo", ["prepare"])  # imports
+    t0 = time.perf_counter()
+    validate_run(cfg, "demo", ["prepare", "evaluate"])
+    assert time.perf_counter() - t0 < 2.0
