@@ -265,11 +265,23 @@ def test_image_paths_outside_the_run_are_refused_at_prepare(tmp_path, case, caps
     assert not (wd / "dataset" / "items.parquet").exists()
 
 
+def test_a_prepared_dataset_is_checked_too(small_run, tmp_path, capsys):
+    import shutil
+
+    wd = Workdir(tmp_path / "run")
+    shutil.copytree(small_run[0].root, wd.root)
+    items = pd.read_parquet(wd.items_path)
+    items.loc[3, "image_path"] = "../../../../../../etc/hostname"
+    items.to_parquet(wd.items_path, index=False)
+    code, out = _main(["prepare", "-w", wd.root, "-f", "prepared", "--no-progress"], capsys)
+    assert code == 2 and "items.parquet: item " in out and "refused" in out
+
+
 def _main(args, capsys):
     from lvlmrec import cli
 
     old = sys.argv
-    sys.argv = ["lvlmrec", *args]
+    sys.argv = ["lvlmrec", *map(str, args)]
     try:
         with pytest.raises(SystemExit) as exit_:
             cli.main()

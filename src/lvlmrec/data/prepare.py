@@ -72,16 +72,18 @@ def prepare_settings(source: DatasetConfig) -> Any:
 def prepare_dataset(source: DatasetConfig, workdir: Workdir,
                     show_progress: bool = True) -> list[Path]:
     """Write dataset/ for `source`; with format `prepared`, check the one already there."""
+    from lvlmrec.data.images import check_item_images, image_roots
+
     if source.format == "prepared":
         ds = Dataset.load(workdir, features=True)
         ds.validate(str(workdir.dataset_dir))
+        check_item_images(ds.items, image_roots(ds.info.get("source"), workdir.root),
+                          workdir.root, str(workdir.items_path))
         outputs = [workdir.items_path, workdir.interactions_path, workdir.users_path]
         if workdir.features_dir.is_dir():
             outputs.append(workdir.features_dir)
         return outputs
     from lvlmrec.data.fetch import link_fetched
-
-    from lvlmrec.data.images import check_item_images, image_roots
 
     ds = build_dataset(source, workdir, show_progress)
     ds.items = link_fetched(ds.items, workdir)
