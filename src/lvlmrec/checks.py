@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from lvlmrec.config import RunConfig
 from lvlmrec.errors import ConfigError, LvlmrecError
 
+
 # --------------------------------------------------------------------------- where keys come from
 @dataclasses.dataclass
 class Origin:
@@ -142,19 +143,16 @@ def parse_run_config(data: dict[str, Any], origin: Origin) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
+        dataset = data.get("dataset")
+        tag = dataset.get("format") if isinstance(dataset, dict) else None
         problems = []
         for e in err.errors():
-            key = ".".join(str(p) for p in e["loc"] if not _is_tag(p))
+            loc = [str(p) for p in e["loc"] if not str(p).startswith("function-")]
+            if loc[:2] == ["dataset", tag]:  # the union's tag (the format), not a key
+                del loc[1]
             msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-            problems.append((key or "<root>", msg.removeprefix("Value error, ")))
+            problems.append((".".join(loc) or "<root>", msg.removeprefix("Value error, ")))
         raise ConfigError(format_problems(problems, origin)) from None
-
-
-def _is_tag(part: Any) -> bool:
-    """pydantic's union and validator tags in an error location (not config keys)."""
-    text = str(part)
-    return text.startswith("function-") or text in ("synthetic", "prepared", "kaggle",
-                                                    "amazon2018", "amazon2023", "mmrec", "csv")
 
 
 def format_problems(problems: list[tuple[str, str]], origin: Origin | str) -> str:
