@@ -84,6 +84,22 @@ def test_crafted_model_json_is_refused_by_load(tmp_path, monkeypatch):
     assert "evil_plugin_xyz" not in sys.modules
 
 
+def test_unreadable_model_state_is_a_clean_error(small_run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(small_run[0].model_dir("vision_only"), folder)
+    (folder / "state.npz").write_bytes(b"not a zip")
+    with pytest.raises(StageError, match="cannot read the model state"):
+        Recommender.load(folder)
+    np.savez(folder / "state.npz", item_vectors_=np.array([object()], dtype=object))
+    with pytest.raises(StageError, match="cannot read the model state"):  # no pickles
+        Recommender.load(folder)
+    (folder / "state.npz").unlink()
+    with pytest.raises(StageError, match="cannot read the model state"):
+        Recommender.load(folder)
+
+
 def test_crafted_model_is_refused_by_evaluate_and_serve(small_run, tmp_path, monkeypatch):
     import shutil
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -196,14 +197,18 @@ class Recommender:
         model = klass(**params)
         for key, value in scalars.items():
             setattr(model, key, value)
-        with np.load(path / "state.npz") as npz:  # allow_pickle is False: arrays only
-            for key in npz.files:
-                if not _is_state_name(key):
-                    raise StageError(f"{path / 'state.npz'}: {key!r} is not a learned attribute")
-                setattr(model, key, npz[key])
-        for sparse_file in path.glob("*_.npz"):
-            if _is_state_name(sparse_file.stem):
-                setattr(model, sparse_file.stem, sp.load_npz(sparse_file).tocsr())
+        try:
+            with np.load(path / "state.npz") as npz:  # allow_pickle is False: arrays only
+                for key in npz.files:
+                    if not _is_state_name(key):
+                        raise StageError(f"{path / 'state.npz'}: {key!r} is not a learned "
+                                         "attribute")
+                    setattr(model, key, npz[key])
+            for sparse_file in path.glob("*_.npz"):
+                if _is_state_name(sparse_file.stem):
+                    setattr(model, sparse_file.stem, sp.load_npz(sparse_file).tocsr())
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            raise StageError(f"cannot read the model state in {path}: {err}") from None
         model._load_extra(path)
         return model
 
