@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from lvlmrec.errors import ConfigError
 from lvlmrec.represent.base import Recommender, TrainData
 from lvlmrec.represent.baselines import (Hybrid, ItemKNN, Popularity, item_similarity,
                                          normalise_rows, top_k_per_row)
@@ -72,9 +73,9 @@ def test_top_k_per_row_keeps_largest_and_breaks_ties_by_column():
 
 def test_item_similarity_rejects_bad_settings():
     train = sp.csr_matrix(np.eye(3, dtype=np.float32))
-    with pytest.raises(ValueError, match="neighbours"):
+    with pytest.raises(ConfigError, match="neighbours"):
         item_similarity(train, 0)
-    with pytest.raises(ValueError, match="shrink"):
+    with pytest.raises(ConfigError, match="shrink"):
         item_similarity(train, 5, shrink=-1)
 
 
@@ -133,7 +134,5 @@ def test_hybrid_blends_and_round_trips(tmp_path):
 
 
 def test_hybrid_rejects_a_non_content_kind():
-    from lvlmrec.errors import ConfigError
-
     with pytest.raises(ConfigError, match="not a content representation"):
         Hybrid(content="popularity").fit(_two_signal_data("content"))

@@ -7,6 +7,7 @@ import torch
 
 from lvlmrec.data.synthetic import generate_synthetic
 from lvlmrec.evaluate.ranking import evaluate_model
+from lvlmrec.errors import ConfigError
 from lvlmrec.represent.base import Recommender, TrainData
 from lvlmrec.represent.baselines import Popularity
 from lvlmrec.represent.fusion import (AttentionFusion, CrossModalFusion, FusionNet,
@@ -128,7 +129,7 @@ def test_info_nce_exclusion_drops_known_positives():
 
 
 def test_rejects_unknown_objective(data):
-    with pytest.raises(ValueError, match="objective"):
+    with pytest.raises(ConfigError, match="objective"):
         AttentionFusion("t", "v", objective="nope").fit(data)
 
 

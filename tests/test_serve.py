@@ -309,12 +309,15 @@ def test_serving_writes_nothing_to_the_run(workdir):
 def test_broken_model_is_skipped_and_reported(workdir, tmp_path):
     copy = Workdir(tmp_path / "run")
     shutil.copytree(workdir.root, copy.root)
-    broken = copy.model_dir("broken")
-    broken.mkdir()
+    broken = copy.model_dir("vision_only")
     (broken / "model.json").write_text('{"class": "lvlmrec.nowhere.Model", "params": {}}')
+    stray = copy.model_dir("not_configured")  # a folder the config does not name is ignored
+    shutil.copytree(copy.model_dir("title_text"), stray)
     health = TestClient(create_app(copy)).get("/health").json()
-    assert "broken" in health["skipped"] and "lvlmrec.nowhere" in health["skipped"]["broken"]
+    assert "vision_only" in health["skipped"] and "lvlmrec.nowhere" in health["skipped"][
+        "vision_only"] and "not a registered" in health["skipped"]["vision_only"]
     assert "lvlm_text" in health["representations"]
+    assert "not_configured" not in [*health["representations"], *health["skipped"]]
 
 
 def test_serve_command_errors(tmp_path):

@@ -17,7 +17,9 @@ import yaml
 from rich.console import Console
 from rich.markup import escape
 
-from lvlmrec.config import RunConfig, named_config, parse_config
+from lvlmrec.checks import check_workdir
+from lvlmrec.config import RunConfig, named_config
+from lvlmrec.pipeline import STAGE_NAMES
 from lvlmrec.errors import ConfigError, LvlmrecError
 from lvlmrec.workdir import Workdir, to_jsonable
 
@@ -55,20 +57,20 @@ def _scale(engine: str | None, address: str | None, workers: int | None,
 # --------------------------------------------------------------------------- config plumbing
 def _config_dict(config: Path | None, workdir: Path | None) -> tuple[dict[str, Any], str, Path]:
     """The raw config mapping, a name for error messages, and the folder paths resolve from."""
+    from lvlmrec.checks import read_config_file
+
+    check_workdir(workdir)
     if config is not None:
-        if not config.is_file():
-            raise ConfigError(f"config file not found: {config}")
-        try:
-            return yaml.safe_load(config.read_text()) or {}, str(config), config.parent
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{config}: not valid YAML: {err}") from None
+        return read_config_file(config), str(config), config.parent
     if workdir is not None and Workdir(workdir).config_path.is_file():
         path = Workdir(workdir).config_path
-        return yaml.safe_load(path.read_text()) or {}, str(path), path.parent
+        return read_config_file(path), str(path), path.parent
     return {}, "<defaults>", Path.cwd()
 
 
 def _apply_sets(data: dict[str, Any], sets: list[str] | None) -> None:
+    from lvlmrec.checks import parse_value
+
     for item in sets or []:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -79,17 +81,28 @@ def _apply_sets(data: dict[str, Any], sets: list[str] | None) -> None:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = parse_value(key, raw)
+
+
+def _set_keys(sets: list[str] | None, prefix: str = "") -> list[str]:
+    return [prefix + item.partition("=")[0] for item in sets or []]
 
 
 def load_run_config(config: Path | None, workdir: Path | None, sets: list[str] | None = None,
-                    overrides: dict[str, dict[str, Any]] | None = None) -> RunConfig:
+                    overrides: dict[str, dict[str, Any]] | None = None,
+                    stages: list[str] | None = None) -> RunConfig:
+    """The run's config: file (or the workdir's), options, then --set; validated whole for
+    the `stages` about to run (None: not known) before any of them starts (checks.py)."""
+    from lvlmrec.checks import Origin, dotted_keys, parse_run_config, validate_run
     from lvlmrec.config import resolve_paths
 
     data, source, base = _config_dict(config, workdir)
     _merge_options(data, overrides or {})
     _apply_sets(data, sets)
-    return resolve_paths(parse_config(data, source), base)
+    origin = Origin(source, sets=_set_keys(sets), options=dotted_keys(overrides or {}))
+    cfg = resolve_paths(parse_run_config(data, origin), base)
+    validate_run(cfg, origin, stages, workdir)
+    return cfg
 
 
 def _merge_options(node: dict[str, Any], values: dict[str, Any]) -> None:
@@ -125,7 +138,7 @@ def run(
                                  "and run nothing."),
 ) -> None:
     """Run every stage; unchanged stages are skipped, an interrupted run resumes."""
-    cfg = load_run_config(config, workdir, set_)
+    cfg = load_run_config(config, workdir, set_, stages=only or list(STAGE_NAMES))
     if dry_run:
         _print_plan(cfg, workdir, only, force)
         return
@@ -154,7 +167,9 @@ def demo(
 ) -> None:
     """The whole pipeline on the built-in synthetic fashion catalog (offline, CPU)."""
     cfg = load_run_config(named_config("demo"), None, set_,
-                          {"dataset": {"n_items": n_items, "n_users": n_users, "seed": seed}})
+                          {"dataset": {"n_items": n_items, "n_users": n_users, "seed": seed}},
+                          stages=list(STAGE_NAMES))
+    check_workdir(workdir)
     _run(cfg, workdir, progress=progress)
     _where(workdir)
 
@@ -208,9 +223,14 @@ def prepare(
     _apply_sets(section, set_)
     data, src, base = _config_dict(None, workdir)
     data["dataset"] = section
+    from lvlmrec.checks import Origin, parse_run_config, validate_run
     from lvlmrec.config import resolve_paths
 
-    cfg = resolve_paths(parse_config(data, "command-line options"), Path.cwd())
+    # every dataset key comes from this command's options (or its --set)
+    origin = Origin(src, sets=_set_keys(set_, "dataset."),
+                    options=[f"dataset.{k}" for k in values])
+    cfg = resolve_paths(parse_run_config(data, origin), Path.cwd())
+    validate_run(cfg, origin, ["prepare"], workdir)
     _run(cfg, workdir, only=["prepare"], progress=progress)
     info(workdir)
 
@@ -285,7 +305,8 @@ def describe(
     cfg = load_run_config(config, workdir, set_, {"describe": {
         "backend": backend, "model": model, "prompt": prompt, "include_title": include_title,
         "batch_size": batch_size, "max_new_tokens": max_new_tokens, "max_items": max_items,
-        "order": order, "scale": _scale(engine, address, workers, gpus_per_worker)}})
+        "order": order, "scale": _scale(engine, address, workers, gpus_per_worker)}},
+        stages=["describe"])
     _run(cfg, workdir, only=["describe"], progress=progress)
 
 
@@ -296,7 +317,8 @@ def encode(workdir: Path = WorkdirOpt, config: Path = ConfigOpt, engine: str = E
            progress: bool = ProgressOpt) -> None:
     """Embed titles, descriptions and images."""
     cfg = load_run_config(config, workdir, set_, {
-        "encode": {"scale": _scale(engine, address, workers, gpus_per_worker)}})
+        "encode": {"scale": _scale(engine, address, workers, gpus_per_worker)}},
+        stages=["encode"])
     _run(cfg, workdir, only=["encode"], progress=progress)
 
 
@@ -304,21 +326,24 @@ def encode(workdir: Path = WorkdirOpt, config: Path = ConfigOpt, engine: str = E
 def represent(workdir: Path = WorkdirOpt, config: Path = ConfigOpt, set_: list[str] = SetOpt,
               progress: bool = ProgressOpt) -> None:
     """Fit every configured representation strategy."""
-    _run(load_run_config(config, workdir, set_), workdir, only=["represent"], progress=progress)
+    _run(load_run_config(config, workdir, set_, stages=["represent"]), workdir,
+         only=["represent"], progress=progress)
 
 
 @app.command()
 def evaluate(workdir: Path = WorkdirOpt, config: Path = ConfigOpt, set_: list[str] = SetOpt,
              progress: bool = ProgressOpt) -> None:
     """Full-catalog ranking for every user and representation."""
-    _run(load_run_config(config, workdir, set_), workdir, only=["evaluate"], progress=progress)
+    _run(load_run_config(config, workdir, set_, stages=["evaluate"]), workdir,
+         only=["evaluate"], progress=progress)
 
 
 @app.command()
 def report(workdir: Path = WorkdirOpt, config: Path = ConfigOpt, set_: list[str] = SetOpt,
            progress: bool = ProgressOpt) -> None:
     """Results table and figures."""
-    _run(load_run_config(config, workdir, set_), workdir, only=["report"], progress=progress)
+    _run(load_run_config(config, workdir, set_, stages=["report"]), workdir,
+         only=["report"], progress=progress)
     _where(workdir)
 
 
@@ -401,7 +426,8 @@ def main() -> None:
     try:
         app()
     except LvlmrecError as err:
-        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", highlight=False)
+        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", highlight=False,
+                      soft_wrap=True)  # one line however narrow the terminal
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("\ninterrupted: finished work is kept; run the same command to resume")

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
@@ -182,6 +181,8 @@ class StrategyConfig(Section):
     def _name_is_simple(cls, v: str) -> str:
         if not v or not all(c.isalnum() or c in "_-." for c in v):
             raise ValueError("use letters, digits, '_', '-' or '.' only")
+        if v.startswith("."):  # '.', '..' and hidden names would escape or hide in models/
+            raise ValueError(f"{v!r} may not start with '.'")
         return v
 
 
@@ -264,13 +265,10 @@ def parse_config(data: dict[str, Any] | None, source: str = "<config>") -> RunCo
 
 
 def load_config(path: str | Path) -> RunConfig:
+    from lvlmrec.checks import read_config_file  # missing, binary, non-UTF-8, bad YAML
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    data = read_config_file(path)
     cfg = parse_config(data, str(path))
     return resolve_paths(cfg, path.parent)
 

@@ -19,8 +19,8 @@ from rich.console import Console
 
 from lvlmrec.config import RunConfig
 from lvlmrec.errors import StageError
-from lvlmrec.workdir import (ContentHasher, StageBook, Workdir, code_key, hash_obj, stage_lock,
-                             write_text)
+from lvlmrec.workdir import (ContentHasher, StageBook, Workdir, clean_run_temps, code_key,
+                             hash_obj, stage_lock, write_text)
 
 #: bump when a stage's output format changes, so old records no longer match
 STAGE_VERSION = 1
@@ -230,6 +230,7 @@ def run_pipeline(
 
 def _run_stages(ctx: Context, only: list[str] | None, force: set[str]) -> list[dict[str, Any]]:
     console, workdir = ctx.console, ctx.workdir
+    clean_run_temps(workdir)  # half-written files of a killed earlier run
     book = StageBook(workdir, ctx.hasher)
     summary = []
     for stage in _stages():

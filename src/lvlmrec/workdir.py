@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -107,6 +108,11 @@ class Workdir:
         return self.embeddings_dir / f"{name}.npy"
 
     def model_dir(self, name: str) -> Path:
+        """models/<name>; a name that would leave models/ (a path, '.', '..') is refused."""
+        from lvlmrec.errors import ConfigError
+
+        if not name or name.startswith(".") or "/" in name or os.sep in name:
+            raise ConfigError(f"strategy name {name!r} cannot name a folder in models/")
         return self.models_dir / name
 
     def resolve(self, path: str | os.PathLike) -> Path:
@@ -123,20 +129,99 @@ class Workdir:
 
 
 # --------------------------------------------------------------------------- atomic writes
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+#: artifacts get the modes a plain `open`/`mkdir` would give (0644 / 0755 under umask 022),
+#: not mkstemp's private 0600
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
+#: temporary names carry the writer's pid, so a later run can tell a dead writer's leftovers
+_TMP_TAG = "lvtmp"
+
+
+def _tmp_prefix(name: str) -> str:
+    return f".{name}.{_TMP_TAG}{os.getpid()}."
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it over `path` only on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.is_file():
+            os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield an empty temporary folder next to `path`; on success it replaces `path` whole,
+    so a reader (or a killed writer) never sees a half-written folder under that name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path.name), suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, DIR_MODE)
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=_tmp_prefix(path.name), suffix=".tmp",
+                                        dir=path.parent))
+            os.replace(path, old / "old")
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def clean_stray_temps(folder: str | os.PathLike, recursive: bool = True) -> list[Path]:
+    """Remove temporary files and folders left in `folder` by writers that are no longer
+    running (a killed stage); a live writer's temporaries (its pid runs) are kept."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    pattern = f".*.{_TMP_TAG}*.tmp"
+    removed = []
+    for path in (folder.rglob(pattern) if recursive else folder.glob(pattern)):
+        tag = path.name.split(f".{_TMP_TAG}", 1)[1].split(".", 1)[0]
+        if not tag.isdigit() or _pid_alive(int(tag)):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def clean_run_temps(workdir: Workdir) -> list[Path]:
+    """`clean_stray_temps` in every artifact folder of a run (not below: a workdir may hold
+    other things, and image folders are large)."""
+    folders = [workdir.root, workdir.dataset_dir, workdir.features_dir,
+               workdir.descriptions_dir, workdir.embeddings_dir, workdir.models_dir,
+               workdir.results_dir, workdir.report_dir, workdir.figures_dir,
+               workdir.stages_dir]
+    return [p for folder in folders for p in clean_stray_temps(folder, recursive=False)]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:

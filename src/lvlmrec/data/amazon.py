@@ -71,6 +71,8 @@ def parse_record(line: bytes, where: str) -> dict[str, Any]:
     """One JSON object, or a Python dict literal (old Amazon metadata)."""
     try:
         record = json.loads(line)
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply to be a record") from None
     except ValueError:
         try:
             record = ast.literal_eval(line.decode("utf-8", errors="replace").strip())
@@ -80,6 +82,17 @@ def parse_record(line: bytes, where: str) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise DataError(f"{where}: expected an object, got {type(record).__name__}")
     return record
+
+
+def record_id(value: Any, field: str, where: str) -> str:
+    """An id field as text: a string or an integer; anything else (a list, an object) is an
+    error naming the line."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise DataError(f"{where}: {field} must be a string, not {type(value).__name__} "
+                    f"{str(value)[:40]!r}")
 
 
 def iter_records(path: Path, desc: str = "reading", show_progress: bool = False,
@@ -130,10 +143,12 @@ def read_reviews(path: Path, fmt: str, show_progress: bool = False) -> RawLog:
     for lineno, rec in iter_records(path, "reading reviews", show_progress):
         where = f"{path}:{lineno}"
         user = rec.get(fields.user)
-        item = next((rec[k] for k in fields.items if rec.get(k)), None)
-        if not user or item is None:
+        item_field = next((k for k in fields.items if rec.get(k)), None)
+        if not user or item_field is None:
             missing = fields.user if not user else " or ".join(fields.items)
             raise DataError(f"{where}: review has no {missing!r}")
+        user, item = record_id(user, fields.user, where), record_id(rec[item_field],
+                                                                   item_field, where)
         try:
             rating = rec.get(fields.rating)
             ratings.append(float("nan") if rating is None else float(rating))
@@ -212,7 +227,9 @@ def metadata_row(record: dict[str, Any], fmt: str) -> dict[str, str]:
     else:
         text = [record.get("description"), record.get("features")]
         image_url = _image_url_2023(record.get("images"))
-        brand = record.get("store") or (record.get("details") or {}).get("Brand")
+        details = record.get("details")
+        brand = record.get("store") or (details.get("Brand") if isinstance(details, dict)
+                                        else None)
         category = record.get("categories") or record.get("main_category")
     if isinstance(category, (list, tuple)):
         category = " > ".join(clean_text(c) for c in category if clean_text(c))
@@ -231,7 +248,7 @@ def read_metadata(path: Path, fmt: str, wanted: set[str],
         item = rec.get(key) or rec.get("asin")
         if not item:
             raise DataError(f"{path}:{lineno}: metadata record has no {key!r}")
-        item = str(item)
+        item = record_id(item, key if rec.get(key) else "asin", f"{path}:{lineno}")
         if item in wanted and item not in rows:
             rows[item] = metadata_row(rec, fmt)
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(META_COLUMNS))

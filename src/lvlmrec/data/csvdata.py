@@ -24,7 +24,7 @@ import pandas as pd
 
 from lvlmrec.config import CsvSource
 from lvlmrec.data.filters import ProcessedLog, RawLog, min_rating_mask, process_log, reindex
-from lvlmrec.data.images import link_images
+from lvlmrec.data.images import link_images, refused_image
 from lvlmrec.data.schema import ITEM_COLUMNS, Dataset
 from lvlmrec.errors import DataError
 
@@ -37,20 +37,45 @@ def read_table(path: Path, columns: list[str], sep: str = ",") -> pd.DataFrame:
     """The named columns of a CSV as strings ("" for empty cells), plus `line` (1-based line
     of the row in the file). A missing column is an error listing the header."""
     path = Path(path)
+    header = csv_header(path, sep)
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(header)}); "
+                        f"set the column name option")
+    try:
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
+                         usecols=list(dict.fromkeys(columns)))
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
+        raise _csv_error(path, err) from None
+    df["line"] = row_lines(path, len(df), sep)
+    return df
+
+
+def csv_header(path: Path, sep: str = ",") -> list[str]:
+    """The column names of a CSV file; a missing, empty, binary or non-UTF-8 file is a
+    DataError naming it (and the line of the first byte that is not UTF-8)."""
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"missing file: {path}")
     try:
-        header = list(pd.read_csv(path, sep=sep, nrows=0).columns)
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(header)}); "
-                            f"set the column name option")
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
-                         usecols=list(dict.fromkeys(columns)))
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot parse as CSV: {err}") from None
-    df["line"] = row_lines(path, len(df), sep)
-    return df
+        return [str(c) for c in pd.read_csv(path, sep=sep, nrows=0).columns]
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as err:
+        raise _csv_error(path, err) from None
+
+
+def _csv_error(path: Path, err: Exception) -> DataError:
+    if isinstance(err, UnicodeDecodeError):
+        with open(path, "rb") as fh:
+            for line_no, line in enumerate(fh, 1):
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError as bad:
+                    return DataError(f"{path}:{line_no}: not UTF-8 text (byte "
+                                     f"{line[bad.start:bad.start + 1]!r}); save the file as "
+                                     "UTF-8")
+    if isinstance(err, pd.errors.EmptyDataError):
+        return DataError(f"{path}: the file is empty (no header line)")
+    return DataError(f"{path}: cannot parse as CSV: {' '.join(str(err).split())}")
 
 
 def row_lines(path: Path, n_rows: int, sep: str = ",") -> np.ndarray:
@@ -94,12 +119,15 @@ def times(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
     numeric = pd.to_numeric(text, errors="coerce")
     if numeric.notna().all() or (numeric.notna() | (text == "")).all():
         return numeric.fillna(-1).to_numpy().astype(np.int64)
-    parsed = pd.to_datetime(text.where(text != ""), errors="coerce", utc=True, format="mixed")
-    row = first_bad(df, parsed.isna() & (text != ""))
+    # numbers are Unix seconds, other cells dates: a bad cell is one that is neither (its
+    # line is named, not the first number the date parser could not read)
+    dates = text.where((text != "") & numeric.isna())
+    parsed = pd.to_datetime(dates, errors="coerce", utc=True, format="mixed")
+    row = first_bad(df, parsed.isna() & dates.notna())
     if row is not None:
         raise DataError(f"{path}:{row['line']}: {col} {row[col]!r} is neither a number nor a date")
     seconds = (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
-    return seconds.fillna(-1).to_numpy().astype(np.int64)
+    return numeric.fillna(seconds).fillna(-1).to_numpy().astype(np.int64)
 
 
 def read_items(source: CsvSource) -> pd.DataFrame:
@@ -108,7 +136,7 @@ def read_items(source: CsvSource) -> pd.DataFrame:
     path = Path(source.items)
     cols = [c for c in (source.item_col, source.title_col, source.text_col, source.image_col)
             if c]
-    header = list(pd.read_csv(path, sep=source.sep, nrows=0).columns) if path.is_file() else []
+    header = csv_header(path, source.sep)
     extra = [c for c in header if c not in cols and c not in RESERVED]
     df = read_table(path, cols + extra, source.sep)
     ids = df[source.item_col].str.strip()
@@ -131,6 +159,11 @@ def read_items(source: CsvSource) -> pd.DataFrame:
         out["image_path"] = [
             next((str((b / v).resolve()) for b in bases if (b / v).is_file()), "")
             if v and not url else "" for v, url in zip(value, is_url)]
+        roots = [b.resolve() for b in bases]
+        for image, line, item in zip(out["image_path"], df["line"], ids):
+            reason = refused_image(image, roots) if image else None
+            if reason is not None:
+                raise DataError(f"{path}:{line}: item {item!r}: image refused: {reason}")
     for col in extra:
         out[col] = df[col].to_numpy()
     return out

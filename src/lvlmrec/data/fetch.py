@@ -34,7 +34,8 @@ from lvlmrec.data.images import IMAGE_EXTENSIONS, file_stem
 from lvlmrec.data.schema import Dataset, dataset_digest
 from lvlmrec.errors import DataError
 from lvlmrec.imageio import load_image
-from lvlmrec.workdir import StageBook, Workdir, read_json, write_csv, write_json, write_parquet
+from lvlmrec.workdir import (FILE_MODE, StageBook, Workdir, read_json, write_csv, write_json,
+                             write_parquet)
 
 FORMAT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif",
                      "BMP": ".bmp", "TIFF": ".tif"}
@@ -148,6 +149,7 @@ def _download(client: httpx.Client, url: str, stem: str, images_dir: Path, timeo
         except Exception as err:  # noqa: BLE001 - PIL raises many types for bad bytes
             raise _Permanent(f"not a readable image ({total} bytes): {err}") from None
         final = images_dir / f"{stem}{FORMAT_EXTENSIONS.get(fmt, '.img')}"
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, final)
         return final
     finally:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -12,6 +15,9 @@ from lvlmrec.errors import DataError
 
 #: in order of preference when one name has several files
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+#: what an item's image file may be named (`.img`: fetch-images' name for an image PIL reads
+#: in a format without a usual extension)
+ALLOWED_SUFFIXES = frozenset(IMAGE_EXTENSIONS + (".img",))
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}")
 
 
@@ -51,3 +57,42 @@ def file_stem(source_id: str) -> str:
     if _SAFE_NAME.fullmatch(source_id) and not source_id.endswith("."):
         return source_id
     return "id-" + hashlib.sha1(source_id.encode("utf-8")).hexdigest()[:20]
+
+
+# --------------------------------------------------------------------------- containment
+def image_roots(source: Mapping[str, Any] | None, workdir_root: str | os.PathLike) -> list[Path]:
+    """The folders item images may live in: the workdir, the source's image folder and, for
+    CSV tables, the items CSV's own folder (image paths may be relative to it). `source` is
+    the dataset config as a mapping (dataset.json's `source`)."""
+    roots = [Path(workdir_root)]
+    source = source or {}
+    if source.get("images"):
+        roots.append(Path(source["images"]))
+    if source.get("format") == "csv" and source.get("items"):
+        roots.append(Path(source["items"]).parent)
+    return [r.resolve() for r in roots]
+
+
+def refused_image(path: str | os.PathLike, roots: Iterable[Path]) -> str | None:
+    """Why an item may not use this image file, or None when it may: after following every
+    link the file must lie inside one of `roots` and carry an image extension."""
+    real = Path(path).resolve()
+    if real.suffix.lower() not in ALLOWED_SUFFIXES:
+        return f"{real} has no image extension ({', '.join(IMAGE_EXTENSIONS)})"
+    if not any(real.is_relative_to(root) for root in roots):
+        return f"{real} is outside the image folder and the workdir"
+    return None
+
+
+def check_item_images(items, roots: list[Path], workdir_root: str | os.PathLike,
+                      where: str = "") -> None:
+    """Refuse a catalog whose image paths leave the run's folders (one error, first item)."""
+    base = Path(workdir_root)
+    for source_id, value in zip(items["source_id"].astype(str), items["image_path"]):
+        if value is None or str(value) in ("", "nan", "None"):
+            continue
+        path = Path(str(value))
+        reason = refused_image(path if path.is_absolute() else base / path, roots)
+        if reason is not None:
+            raise DataError(f"{where or 'dataset'}: item {source_id!r}: image {str(value)!r} "
+                            f"refused: {reason}")

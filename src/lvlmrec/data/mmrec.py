@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from lvlmrec.config import MMRecSource
-from lvlmrec.data.csvdata import first_bad, read_table
+from lvlmrec.data.csvdata import csv_header, first_bad, read_table
 from lvlmrec.data.features import feature_stats, npy_rows, read_features
 from lvlmrec.data.filters import drop_eval_without_train
 from lvlmrec.data.images import link_images
@@ -69,7 +69,7 @@ def read_mapping(folder: Path, kind: str) -> pd.Series | None:
         return None
     with open(path, encoding="utf-8", errors="replace") as fh:
         sep = "\t" if "\t" in fh.readline() else ","
-    header = list(pd.read_csv(path, sep=sep, nrows=0).columns)
+    header = csv_header(path, sep)
     others = [c for c in header if c != id_col]
     if id_col not in header or len(others) != 1:
         raise DataError(f"{path}: expected two columns, {id_col!r} and the original id; "
@@ -97,11 +97,24 @@ def _n_ids(ids: np.ndarray, mapping: pd.Series | None, *rows: int) -> int:
                and len(mapping) else 0)
 
 
+def _check_feature_rows(paths: dict[str, Path], rows: dict[str, int], n_ids: int) -> None:
+    """Feature files must agree on the number of items; when they do not, blame the one that
+    disagrees with the ids the .inter file and mappings use (else the shorter one)."""
+    if len(set(rows.values())) < 2:
+        return
+    odd = [n for n in rows if rows[n] != n_ids]
+    bad = odd[0] if len(odd) == 1 else min(rows, key=rows.get)
+    other = next(n for n in rows if n != bad)
+    raise DataError(f"{paths[bad]}: {rows[bad]} rows, but {paths[other].name} has "
+                    f"{rows[other]} and the .inter file and id mapping use {n_ids} items "
+                    "(row i must be the feature of item i in every file)")
+
+
 def load_mmrec(source: MMRecSource, show_progress: bool = True) -> Dataset:
     folder = Path(source.source)
     path = find_inter_file(folder, source.name)
     optional = [c for c in ("rating", "timestamp")
-                if c in pd.read_csv(path, sep="\t", nrows=0).columns]
+                if c in csv_header(path, "\t")]
     df = read_table(path, ["userID", "itemID", "x_label", *optional], "\t")
     if df.empty:
         raise DataError(f"{path}: no interactions")
@@ -121,6 +134,7 @@ def load_mmrec(source: MMRecSource, show_progress: bool = True) -> Dataset:
     item_map, user_map = read_mapping(folder, "item"), read_mapping(folder, "user")
     feature_paths = {n: folder / f for n, f in FEATURE_FILES.items() if (folder / f).is_file()}
     rows = {n: npy_rows(p) for n, p in feature_paths.items()}
+    _check_feature_rows(feature_paths, rows, _n_ids(item, item_map))
     n_items = _n_ids(item, item_map, *rows.values())
     n_users = _n_ids(user, user_map)
     features = {n: read_features(p, n_items, "the .inter file and id mapping give")

@@ -81,9 +81,13 @@ def prepare_settings(source: DatasetConfig) -> Any:
 def prepare_dataset(source: DatasetConfig, workdir: Workdir, show_progress: bool = True,
                     hasher: ContentHasher | None = None) -> list[Path]:
     """Write dataset/ for `source`; with format `prepared`, check the one already there."""
+    from lvlmrec.data.images import check_item_images, image_roots
+
     if source.format == "prepared":
         ds = Dataset.load(workdir, features=True)
         ds.validate(str(workdir.dataset_dir))
+        check_item_images(ds.items, image_roots(ds.info.get("source"), workdir.root),
+                          workdir.root, str(workdir.items_path))
         outputs = [workdir.items_path, workdir.interactions_path, workdir.users_path]
         if workdir.features_dir.is_dir():
             outputs.append(workdir.features_dir)
@@ -92,6 +96,9 @@ def prepare_dataset(source: DatasetConfig, workdir: Workdir, show_progress: bool
 
     ds = build_dataset(source, workdir, show_progress)
     ds.items = link_fetched(ds.items, workdir)
+    # every image path must stay inside the run's folders: nothing else is ever read or served
+    check_item_images(ds.items, image_roots(source.model_dump(mode="json"), workdir.root),
+                      workdir.root, f"{source.format} dataset")
     provenance: dict[str, Any] = {"source": source.model_dump(mode="json")}
     inputs = source_inputs(source, hasher)
     if inputs:

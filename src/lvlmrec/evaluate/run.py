@@ -141,7 +141,7 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
     names = tqdm([s.name for s in configured], desc="representations", unit="model",
                  disable=not show_progress)
     for name in names:
-        model = load_model(workdir, name)
+        model = load_model(workdir, name, strategies.plugins)
         t0 = time.perf_counter()
         for split, task in tasks.items():
             ranking = evaluate_task(model, task, cfg.ks, cfg.block_size, show_progress,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from lvlmrec.errors import StageError
+from lvlmrec.errors import ConfigError, StageError
 from lvlmrec.workdir import atomic_path, write_json
 
 
@@ -118,6 +119,10 @@ class Recommender:
                 and sig.parameters[p].kind not in (inspect.Parameter.VAR_POSITIONAL,
                                                    inspect.Parameter.VAR_KEYWORD)]
 
+    def check_params(self) -> None:
+        """Raise ConfigError naming a parameter this model cannot be fitted with. Cheap: no
+        data. `registry.build` calls it, so `lvlmrec run` reports it before any stage runs."""
+
     def get_params(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self._param_names()}
 
@@ -161,24 +166,49 @@ class Recommender:
         return written
 
     @classmethod
-    def load(cls, path: str | Path) -> Recommender:
-        import importlib
+    def load(cls, path: str | Path, plugins: list[str] | None = None) -> Recommender:
+        """The model saved in folder `path`. Its model.json may only name a registered class
+        (a built-in kind, or one registered by a module of `plugins`; None allows any kind
+        registered in this process): anything else is refused before it is imported or
+        called, so a crafted model folder never runs code (docs/representations.md)."""
+        from lvlmrec.represent.registry import loadable_class
 
         path = Path(path)
         meta_path = path / "model.json"
         if not meta_path.is_file():
             raise StageError(f"no saved model in {path}")
-        meta = json.loads(meta_path.read_text())
-        module, _, qual = meta["class"].rpartition(".")
-        klass = getattr(importlib.import_module(module), qual)
-        model = klass(**meta["params"])
-        for key, value in meta.get("scalars", {}).items():
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise StageError(f"{meta_path}: not valid JSON: {err}") from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("class"), str):
+            raise StageError(f"{meta_path}: no \"class\" entry naming the model's class")
+        klass = loadable_class(meta["class"], plugins)
+        if klass is None:
+            raise StageError(f"refusing to load the model in {path}: its class "
+                             f"{meta['class']!r} is not a registered representation kind "
+                             "(built-in, or registered by a plugin of represent.plugins)")
+        params, scalars = meta.get("params", {}), meta.get("scalars", {})
+        if not isinstance(params, dict) or set(params) - set(klass._param_names()):
+            raise StageError(f"{meta_path}: params {params!r} are not parameters of "
+                             f"{klass.__name__}")
+        if not isinstance(scalars, dict) or not all(_is_state_name(k) for k in scalars):
+            raise StageError(f"{meta_path}: scalars must be learned attributes (name_)")
+        model = klass(**params)
+        for key, value in scalars.items():
             setattr(model, key, value)
-        with np.load(path / "state.npz") as npz:
-            for key in npz.files:
-                setattr(model, key, npz[key])
-        for sparse_file in path.glob("*_.npz"):
-            setattr(model, sparse_file.stem, sp.load_npz(sparse_file).tocsr())
+        try:
+            with np.load(path / "state.npz") as npz:  # allow_pickle is False: arrays only
+                for key in npz.files:
+                    if not _is_state_name(key):
+                        raise StageError(f"{path / 'state.npz'}: {key!r} is not a learned "
+                                         "attribute")
+                    setattr(model, key, npz[key])
+            for sparse_file in path.glob("*_.npz"):
+                if _is_state_name(sparse_file.stem):
+                    setattr(model, sparse_file.stem, sp.load_npz(sparse_file).tocsr())
+        except (OSError, ValueError, zipfile.BadZipFile) as err:
+            raise StageError(f"cannot read the model state in {path}: {err}") from None
         model._load_extra(path)
         return model
 
@@ -188,6 +218,41 @@ class Recommender:
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({params})"
+
+
+# --------------------------------------------------------------------------- param checks
+def check_int(name: str, value: Any, low: int = 1, allow_none: bool = False) -> None:
+    """An integer parameter of at least `low` (None too when `allow_none`)."""
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ConfigError(f"{name} = {value!r}: expected an integer >= {low}")
+
+
+def check_number(name: str, value: Any, low: float | None = 0.0, high: float | None = None,
+                 strict: bool = False) -> None:
+    """A number in [low, high] (or (low, high] when `strict`)."""
+    ok = isinstance(value, int | float | np.number) and not isinstance(value, bool) \
+        and bool(np.isfinite(value))
+    if ok and low is not None:
+        ok = value > low if strict else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bounds = f"{'>' if strict else '>='} {low}" if low is not None else "finite"
+        raise ConfigError(f"{name} = {value!r}: expected a number {bounds}"
+                          + (f" and <= {high}" if high is not None else ""))
+
+
+def check_choice(name: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} = {value!r}: expected one of {', '.join(map(str, choices))}")
+
+
+def _is_state_name(name: object) -> bool:
+    """Learned state is restored only into `name_` attributes, never over methods."""
+    return isinstance(name, str) and name.endswith("_") and not name.startswith("_") \
+        and name.isidentifier()
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

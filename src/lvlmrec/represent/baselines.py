@@ -12,7 +12,8 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from lvlmrec.errors import ConfigError
-from lvlmrec.represent.base import Recommender, TrainData, binary_csr
+from lvlmrec.represent.base import (Recommender, TrainData, binary_csr, check_choice, check_int,
+                                    check_number)
 from lvlmrec.represent.content import ContentRecommender
 
 #: item rows of the co-occurrence matrix built at once by ItemKNN
@@ -65,6 +66,10 @@ class ItemKNN(Recommender):
         self.neighbours = neighbours
         self.shrink = shrink
 
+    def check_params(self) -> None:
+        check_int("neighbours", self.neighbours, 1)
+        check_number("shrink", self.shrink, 0.0)
+
     def fit(self, data: TrainData) -> ItemKNN:
         self.similarity_ = item_similarity(data.train, self.neighbours, self.shrink,
                                            data.show_progress)
@@ -81,10 +86,8 @@ class ItemKNN(Recommender):
 def item_similarity(train: sp.spmatrix, neighbours: int, shrink: float = 0.0,
                     show_progress: bool = False) -> sp.csr_matrix:
     """Top-`neighbours` cosine similarities on co-occurrence, one sparse row per item."""
-    if neighbours < 1:
-        raise ValueError(f"neighbours must be at least 1, not {neighbours}")
-    if shrink < 0:
-        raise ValueError(f"shrink must be non-negative, not {shrink}")
+    check_int("neighbours", neighbours, 1)
+    check_number("shrink", shrink, 0.0)
     x = binary_csr(train)
     xt = x.T.tocsr()
     norms = np.sqrt(np.diff(xt.indptr)).astype(np.float32)
@@ -111,14 +114,13 @@ NORMALISERS = ("zscore", "minmax")
 
 def normalise_rows(scores: np.ndarray, method: str) -> np.ndarray:
     """Per-user standardisation (zscore) or min-max scaling, so two scorers can be blended."""
+    check_choice("normalise", method, NORMALISERS)
     if method == "zscore":
         std = scores.std(axis=1, keepdims=True)
         return (scores - scores.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)
-    if method == "minmax":
-        low = scores.min(axis=1, keepdims=True)
-        span = scores.max(axis=1, keepdims=True) - low
-        return (scores - low) / np.where(span > 0, span, 1.0)
-    raise ValueError(f"normalise must be one of {NORMALISERS}, not {method!r}")
+    low = scores.min(axis=1, keepdims=True)  # minmax
+    span = scores.max(axis=1, keepdims=True) - low
+    return (scores - low) / np.where(span > 0, span, 1.0)
 
 
 class Hybrid(ContentRecommender):
@@ -148,23 +150,43 @@ class Hybrid(ContentRecommender):
         self.scoring = scoring
         self.seed = seed
 
-    def fit(self, data: TrainData) -> Hybrid:
+    def check_params(self) -> None:
+        super().check_params()
+        check_choice("normalise", self.normalise, NORMALISERS)
+        check_int("neighbours", self.neighbours, 1)
+        check_number("shrink", self.shrink, 0.0)
+        grid = self.weight_grid
+        if grid is not None and (not isinstance(grid, list | tuple) or not grid or any(
+                isinstance(w, bool) or not isinstance(w, int | float) or not 0.0 <= w <= 1.0
+                for w in grid)):
+            raise ConfigError(f"weight_grid = {grid!r}: expected a non-empty list of weights "
+                              "in [0, 1]")
+        self._content_model()
+
+    def _content_model(self) -> ContentRecommender:
+        """The content half, built (and checked) through the registry."""
         from lvlmrec.config import StrategyConfig
         from lvlmrec.represent.registry import build
 
-        if self.normalise not in NORMALISERS:
-            raise ValueError(f"normalise must be one of {NORMALISERS}, not {self.normalise!r}")
-        grid = [float(w) for w in (self.weight_grid if self.weight_grid is not None
-                                   else np.linspace(0.0, 1.0, 11).round(2))]
-        if not grid or any(not 0.0 <= w <= 1.0 for w in grid):
-            raise ValueError(f"weight_grid must be a non-empty list of weights in [0, 1], "
-                             f"not {self.weight_grid!r}")
-        content = build(StrategyConfig(name="hybrid_content", kind=self.content, text=self.text,
-                                       vision=self.vision, scoring=self.scoring,
-                                       params=self.content_params or {}), self.seed)
+        if not isinstance(self.content_params or {}, dict):
+            raise ConfigError(f"content_params = {self.content_params!r}: expected a mapping")
+        try:
+            spec = StrategyConfig(name="hybrid_content", kind=self.content, text=self.text,
+                                  vision=self.vision, scoring=self.scoring,
+                                  params=self.content_params or {})
+        except ValueError as err:  # pydantic: a content kind or text that is not a string
+            raise ConfigError(f"content {self.content!r}: {err}".splitlines()[0]) from None
+        content = build(spec, self.seed)
         if not isinstance(content, ContentRecommender):
             raise ConfigError(f"hybrid: content kind {self.content!r} is not a content "
                               "representation (an item embedding matrix)")
+        return content
+
+    def fit(self, data: TrainData) -> Hybrid:
+        self.check_params()
+        grid = [float(w) for w in (self.weight_grid if self.weight_grid is not None
+                                   else np.linspace(0.0, 1.0, 11).round(2))]
+        content = self._content_model()
         self.item_vectors_ = content.fit(data).item_vectors_
         self.similarity_ = item_similarity(data.train, self.neighbours, self.shrink,
                                            data.show_progress)

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lvlmrec.errors import StageError
-from lvlmrec.represent.base import Recommender, TrainData
+from lvlmrec.represent.base import Recommender, TrainData, check_int, check_number
 from lvlmrec.represent.graph import to_torch_sparse, user_item_adjacency
 from lvlmrec.represent.training import EarlyStopping, seed_everything
 from lvlmrec.workdir import atomic_path
@@ -145,8 +145,9 @@ def train_bpr(module: BPRModule, data: TrainData, *, epochs: int, batch_size: in
 
     The learning rate is multiplied by lr_decay ** (epoch / 50) (MMRec's scheduler).
     """
-    if epochs < 1 or batch_size < 1 or eval_every < 1 or patience < 1:
-        raise ValueError(f"{desc}: epochs, batch_size, eval_every and patience must be >= 1")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size),
+                        ("eval_every", eval_every), ("patience", patience)):
+        check_int(name, value, 1)
     device = torch.device(data.device)
     rng = np.random.default_rng(seed)
     coo = sp.coo_matrix(data.train)
@@ -222,7 +223,24 @@ class EmbeddingRecommender(Recommender):
                     patience=self.patience, eval_every=self.eval_every, seed=self.seed,
                     desc=self.label or type(self).__name__)
 
+    def check_params(self) -> None:
+        for name, low in (("embedding_dim", 1), ("epochs", 1), ("batch_size", 1),
+                          ("patience", 1), ("eval_every", 1), ("n_layers", 0),
+                          ("n_ui_layers", 0), ("vision_knn_k", 1), ("text_knn_k", 1)):
+            if hasattr(self, name):
+                check_int(name, getattr(self, name), low)
+        for name in ("knn_block_size", "num_threads"):
+            if hasattr(self, name):
+                check_int(name, getattr(self, name), 1, allow_none=True)
+        for name, strict in (("learning_rate", True), ("lr_decay", True), ("temperature", True),
+                             ("reg_weight", False), ("cl_weight", False)):
+            if hasattr(self, name):
+                check_number(name, getattr(self, name), 0.0, strict=strict)
+        if hasattr(self, "dropout"):
+            check_number("dropout", self.dropout, 0.0, 1.0)
+
     def fit(self, data: TrainData) -> EmbeddingRecommender:
+        self.check_params()
         threads = torch.get_num_threads()
         if self.num_threads:
             torch.set_num_threads(self.num_threads)

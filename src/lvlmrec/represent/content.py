@@ -11,10 +11,12 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from lvlmrec.represent.base import Recommender, TrainData, l2_normalise
+from lvlmrec.represent.base import (Recommender, TrainData, check_choice, check_number,
+                                    l2_normalise)
 
 #: rows of history x items computed at once by max-similarity scoring
 _MAX_ROWS = 1024
+PROJECTIONS = ("pca", "random", "pad")
 
 
 class ContentRecommender(Recommender):
@@ -29,9 +31,11 @@ class ContentRecommender(Recommender):
     def build_item_matrix(self, data: TrainData) -> np.ndarray:
         return data.embedding(self.source)
 
+    def check_params(self) -> None:
+        check_choice("scoring", self.scoring, ("mean", "max"))
+
     def fit(self, data: TrainData) -> ContentRecommender:
-        if self.scoring not in ("mean", "max"):
-            raise ValueError(f"scoring must be 'mean' or 'max', not {self.scoring!r}")
+        self.check_params()
         self.item_vectors_ = l2_normalise(self.build_item_matrix(data))
         return self
 
@@ -101,7 +105,7 @@ def match_dimensions(text: np.ndarray, vision: np.ndarray, method: str = "pca",
         rng = np.random.default_rng(seed)
         projected = large @ (rng.standard_normal((large.shape[1], d)) / np.sqrt(d))
     else:
-        raise ValueError(f"unknown projection {method!r}; expected pca, random or pad")
+        check_choice("projection", method, PROJECTIONS)
     projected = l2_normalise(projected.astype(np.float32))
     return (projected, small) if swap else (small, projected)
 
@@ -120,6 +124,11 @@ class NaiveFusion(ContentRecommender):
         self.scoring = scoring
         self.seed = seed
 
+    def check_params(self) -> None:
+        super().check_params()
+        check_number("alpha", self.alpha, 0.0, 1.0)
+        check_choice("projection", self.projection, PROJECTIONS)
+
     def build_item_matrix(self, data: TrainData) -> np.ndarray:
         t, v = match_dimensions(data.embedding(self.text), data.embedding(self.vision),
                                 self.projection, self.seed)
@@ -137,6 +146,10 @@ class ConcatFusion(ContentRecommender):
         self.vision = vision
         self.weight = weight
         self.scoring = scoring
+
+    def check_params(self) -> None:
+        super().check_params()
+        check_number("weight", self.weight, 0.0)
 
     def build_item_matrix(self, data: TrainData) -> np.ndarray:
         t = l2_normalise(data.embedding(self.text))

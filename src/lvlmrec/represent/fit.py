@@ -17,7 +17,8 @@ from lvlmrec.device import resolve_device
 from lvlmrec.encode.store import load_source, source_key
 from lvlmrec.represent.base import Recommender, TrainData
 from lvlmrec.represent.registry import build, load_plugins, sources_of
-from lvlmrec.workdir import Workdir, code_key, hash_obj, read_json, write_json
+from lvlmrec.workdir import (Workdir, atomic_dir, clean_stray_temps, code_key, hash_obj,
+                             read_json, write_json)
 
 
 def train_data(ds: Dataset, workdir: Workdir, seed: int = 0, device: str = "cpu",
@@ -37,6 +38,7 @@ def train_data(ds: Dataset, workdir: Workdir, seed: int = 0, device: str = "cpu"
 def fit_all(cfg: RepresentConfig, seed: int, workdir: Workdir, ds: Dataset, data_key: str,
             console: Console, show_progress: bool = True) -> list[Path]:
     load_plugins(cfg.plugins)
+    clean_stray_temps(workdir.models_dir, recursive=False)  # what a killed fit left behind
     data = train_data(ds, workdir, seed, resolve_device(cfg.device), show_progress)
     code = code_key(cfg.plugins)  # lvlmrec's version and the plugins' source
     outputs: list[Path] = []
@@ -55,13 +57,35 @@ def fit_all(cfg: RepresentConfig, seed: int, workdir: Workdir, ds: Dataset, data
             t0 = time.perf_counter()
             model.fit(data)
             seconds = time.perf_counter() - t0
-            model.save(folder)
-            write_json(fit_json, {"key": key, "seconds": round(seconds, 3),
-                                  "strategy": strategy, "model": repr(model)})
+            # saved whole into a temporary folder, then renamed: a killed fit never leaves
+            # a half model under the strategy's name
+            with atomic_dir(folder) as tmp:
+                model.save(tmp)
+                write_json(tmp / "fit.json", {"key": key, "seconds": round(seconds, 3),
+                                              "strategy": strategy, "model": repr(model)})
             console.print(f"  {strategy.name}: fitted {type(model).__name__} in {seconds:.1f}s")
         outputs.append(folder)
     return outputs
 
 
-def load_model(workdir: Workdir, name: str) -> Recommender:
-    return Recommender.load(workdir.model_dir(name))
+def load_model(workdir: Workdir, name: str, plugins: list[str] | None = None) -> Recommender:
+    """A fitted strategy. Only built-in kinds and the kinds of `plugins` load
+    (`Recommender.load`); None: the plugins of the run's saved config.yaml (without one,
+    the kinds registered in this process)."""
+    if plugins is None:
+        plugins = saved_plugins(workdir)
+    return Recommender.load(workdir.model_dir(name), plugins)
+
+
+def saved_plugins(workdir: Workdir) -> list[str] | None:
+    """`represent.plugins` of the workdir's config.yaml (None without one)."""
+    import yaml
+
+    if not workdir.config_path.is_file():
+        return None
+    try:
+        data = yaml.safe_load(workdir.config_path.read_text(encoding="utf-8")) or {}
+        plugins = (data.get("represent") or {}).get("plugins") or []
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return []
+    return [str(p) for p in plugins] if isinstance(plugins, list) else []

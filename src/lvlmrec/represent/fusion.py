@@ -32,8 +32,9 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from lvlmrec.errors import StageError
-from lvlmrec.represent.base import TrainData, binary_csr, l2_normalise
+from lvlmrec.errors import ConfigError, StageError
+from lvlmrec.represent.base import (TrainData, binary_csr, check_choice, check_int, check_number,
+                                    l2_normalise)
 from lvlmrec.represent.content import ContentRecommender
 from lvlmrec.represent.training import EarlyStopping, cpu_threads, seed_everything
 from lvlmrec.workdir import atomic_path
@@ -61,7 +62,7 @@ class FusionNet(nn.Module):
                  mode: str = "attention", heads: int = 4, dropout: float = 0.1):
         super().__init__()
         if mode not in self.MODES:
-            raise ValueError(f"fusion mode must be one of {self.MODES}, not {mode!r}")
+            raise ConfigError(f"fusion mode must be one of {self.MODES}, not {mode!r}")
         self.mode = mode
         self.text_proj = nn.Linear(text_dim, hidden)
         self.vision_proj = nn.Linear(vision_dim, hidden)
@@ -133,12 +134,22 @@ class TrainedFusion(ContentRecommender):
         self._net: FusionNet | None = None
 
     # ------------------------------------------------------------------ fitting
+    def check_params(self) -> None:
+        super().check_params()
+        check_choice("objective", self.objective, OBJECTIVES)
+        for name, low in (("hidden", 1), ("epochs", 1), ("batch_size", 2), ("patience", 1),
+                          ("heads", 1)):
+            check_int(name, getattr(self, name), low)
+        check_number("lr", self.lr, 0.0, strict=True)
+        check_number("temperature", self.temperature, 0.0, strict=True)
+        check_number("dropout", self.dropout, 0.0, 1.0)
+        check_number("weight_decay", self.weight_decay, 0.0)
+        if self.mode == "cross" and self.hidden % self.heads:
+            raise ConfigError(f"hidden = {self.hidden} must be a multiple of heads = "
+                              f"{self.heads} (cross-modal attention splits it across heads)")
+
     def build_item_matrix(self, data: TrainData) -> np.ndarray:
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, not {self.objective!r}")
-        if self.epochs < 1 or self.batch_size < 2:
-            raise ValueError(f"epochs must be at least 1 and batch_size at least 2, not "
-                             f"{self.epochs} and {self.batch_size}")
+        self.check_params()
         text = l2_normalise(data.embedding(self.text))
         vision = l2_normalise(data.embedding(self.vision))
         if len(text) != data.n_items or len(vision) != data.n_items:

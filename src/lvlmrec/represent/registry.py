@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from typing import Any
 
 from lvlmrec.config import StrategyConfig
@@ -22,11 +23,38 @@ from lvlmrec.represent.fusion import AttentionFusion, CrossModalFusion, GatingFu
 from lvlmrec.represent.smore import SMORE
 
 REGISTRY: dict[str, type[Recommender]] = {}
+#: the module whose `register` call added each class (what `loadable_class` trusts)
+ORIGIN: dict[type, str] = {}
 
 
 def register(kind: str, cls: type[Recommender]) -> type[Recommender]:
     REGISTRY[kind] = cls
+    ORIGIN.setdefault(cls, sys._getframe(1).f_globals.get("__name__", ""))
     return cls
+
+
+def class_name(cls: type) -> str:
+    """How model.json names a class."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def loadable_class(name: str, plugins: list[str] | None = None) -> type[Recommender] | None:
+    """The registered class a saved model names, or None: nothing is imported here.
+
+    With `plugins` (a run's `represent.plugins`), only built-in kinds and kinds registered
+    by those modules (or defined in them) count; with None, any kind registered so far."""
+    if plugins is not None:
+        load_plugins(plugins)
+    for cls in REGISTRY.values():
+        if class_name(cls) != name:
+            continue
+        if plugins is None:
+            return cls
+        for module in (cls.__module__, ORIGIN.get(cls, "")):
+            if module == "lvlmrec" or module.startswith("lvlmrec.") or any(
+                    module == p or module.startswith(p + ".") for p in plugins):
+                return cls
+    return None
 
 
 register("text", ContentRecommender)
@@ -92,7 +120,13 @@ def build(strategy: StrategyConfig, seed: int = 0) -> Recommender:
             f"{strategy.kind!r}; accepted: {sorted(accepted)}"
         )
     kwargs.update(strategy.params)
-    return cls(**kwargs)
+    model = cls(**kwargs)
+    try:
+        model.check_params()
+    except ConfigError as err:
+        raise ConfigError(f"representation {strategy.name!r} (kind {strategy.kind!r}): "
+                          f"{err}") from None
+    return model
 
 
 def _required(cls: type, name: str) -> bool:

@@ -309,7 +309,9 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
     def thumbnail(item_id: int, size: int) -> bytes | None:
         from lvlmrec.imageio import load_image
 
-        path = run.image_paths[item_id]
+        path = run.image_file(item_id)
+        if path is None:
+            return None
         try:
             img = load_image(path, target_size=size)
         except DataError:
@@ -326,9 +328,13 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
             "the original file")) -> Response:
         """The item's image (an SVG placeholder when it has none or it cannot be read)."""
         check_item(item_id)
-        path = run.image_paths[item_id]
+        try:
+            path = run.image_file(item_id)
+        except PermissionError:
+            raise HTTPException(403, f"item {item_id}: its image file lies outside the run's "
+                                "folders; it is not served") from None
         headers = {"Cache-Control": "public, max-age=3600"}
-        if path is not None and path.is_file():
+        if path is not None:
             if size is None:
                 return FileResponse(path, headers=headers,
                                     media_type=mimetypes.guess_type(path.name)[0])

@@ -23,6 +23,7 @@ import scipy.sparse as sp
 import yaml
 
 from lvlmrec.config import RunConfig, StrategyConfig, parse_config
+from lvlmrec.data.images import image_roots, refused_image
 from lvlmrec.data.schema import Dataset
 from lvlmrec.describe.run import read_active
 from lvlmrec.describe.store import DescriptionStore
@@ -162,6 +163,8 @@ class ServedRun:
     skipped: dict[str, str]
     text_model: str | None
     index_kind: str = "exact"
+    #: the only folders an image is read from (data/images.py `image_roots`); none: workdir
+    image_roots: list[Path] = dataclasses.field(default_factory=list)
     _encoder: Any = dataclasses.field(default=None, repr=False)
     _encoder_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock,
                                                       repr=False)
@@ -212,6 +215,17 @@ class ServedRun:
                 self._encoder = TextEncoder(self.text_model, device="cpu")
             return self._encoder.encode([text], show_progress_bar=False)[0]
 
+    def image_file(self, item_id: int) -> Path | None:
+        """The item's image file, None when it has none; PermissionError when the file lies
+        outside the run's folders (re-checked at every read: items.parquet may be edited)."""
+        path = self.image_paths[item_id]
+        if path is None or not path.is_file():
+            return None
+        reason = refused_image(path, self.image_roots or [self.workdir.root.resolve()])
+        if reason is not None:
+            raise PermissionError(reason)
+        return path
+
     def warm(self) -> None:
         """Load the text encoder now rather than on the first search."""
         if self.searchable:
@@ -238,10 +252,11 @@ def load_run(workdir: str | Path | Workdir, index: str = "exact", max_k: int = 1
     text_model = cfg.encode.text_model if cfg else None
     reps: dict[str, Representation] = {}
     skipped: dict[str, str] = {}
+    plugins = cfg.represent.plugins if cfg else []
     for name in _model_names(wd, list(strategies)):
         say(f"loading representation {name}")
         try:
-            model = load_model(wd, name)
+            model = load_model(wd, name, plugins)
             if model.n_items != ds.n_items:
                 raise StageError(f"it scores {model.n_items} items but the dataset has "
                                  f"{ds.n_items}: refit it (lvlmrec represent)")
@@ -255,6 +270,9 @@ def load_run(workdir: str | Path | Workdir, index: str = "exact", max_k: int = 1
         reps[name] = Representation(
             name, model, strategy, index=index, max_k=max_k, metrics=metrics.get(name),
             text_source=_text_source(wd, strategy, model, text_model))
+    if cfg is None:
+        raise StageError(f"no config.yaml in {wd.root}: the server loads only the models of "
+                         "the run's configured strategies")
     if not reps:
         raise StageError(f"no servable model in {wd.models_dir}: run `lvlmrec represent "
                          f"--workdir {wd.root}` first"
@@ -273,6 +291,7 @@ def load_run(workdir: str | Path | Workdir, index: str = "exact", max_k: int = 1
         skipped=skipped,
         text_model=text_model,
         index_kind=index,
+        image_roots=image_roots((ds.info or {}).get("source"), wd.root),
     )
 
 
@@ -287,10 +306,9 @@ def _saved_config(wd: Workdir) -> RunConfig | None:
 
 
 def _model_names(wd: Workdir, configured: list[str]) -> list[str]:
-    """The configured representations in config order, then any other saved model."""
-    saved = sorted(p.parent.name for p in wd.models_dir.glob("*/model.json")) \
-        if wd.models_dir.is_dir() else []
-    return [n for n in configured if n in saved] + [n for n in saved if n not in configured]
+    """The run's configured representations that have a saved model, in config order: any
+    other folder under models/ is never opened."""
+    return [n for n in configured if (wd.model_dir(n) / "model.json").is_file()]
 
 
 def _metrics(wd: Workdir) -> dict[str, dict[str, float]]:
