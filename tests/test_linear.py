@@ -112,7 +112,8 @@ def test_bpr_item_bias_is_learned_and_scored():
     assert model.item_bias_.shape == (data.n_items,) and np.abs(model.item_bias_).max() > 0
     assert model.item_vectors_.shape[1] == model.user_vectors_.shape[1] == 64
     users = np.arange(5)
-    expect = model.user_vectors_[users] @ model.item_vectors_.T + model.item_bias_
+    expect = model.user_vectors(users, data.train[users]) @ model.item_vectors_.T \
+        + model.item_bias_
     np.testing.assert_allclose(model.score(users, data.train[users]), expect, rtol=1e-4,
                                atol=1e-5)
 

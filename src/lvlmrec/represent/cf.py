@@ -12,9 +12,9 @@ an item is the dot product. A user's vector at scoring time is computed from the
 `score` is given, with everything learned about items fixed (docs/evaluation.md, "Same
 information for every model"): LightGCN runs its user-side propagation over the given
 history (identical to training's when the history is the training row; at test the valid
-items add edges), BPR-MF solves the user's vector by least squares from the history (the
-iALS user step, `implicit`'s `recalculate_user`). So a user unknown to training (an
-anonymous history sent to the server) is scored like any other.
+items add edges), BPR-MF refits the user's vector to the history by its own per-user BPR
+loss. So a user unknown to training (an anonymous history sent to the server) is scored
+like any other.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from lvlmrec.errors import StageError
 from lvlmrec.represent.base import Recommender, TrainData, binary_csr
 from lvlmrec.represent.graph import to_torch_sparse, user_item_adjacency
-from lvlmrec.represent.training import EarlyStopping, seed_everything
+from lvlmrec.represent.training import EarlyStopping, seed_everything, torch_threads
 from lvlmrec.workdir import atomic_path
 
 #: bytes of scores (users x items, float32) one validation block may hold
@@ -277,13 +277,8 @@ class EmbeddingRecommender(Recommender):
                     desc=self.label or type(self).__name__)
 
     def fit(self, data: TrainData) -> EmbeddingRecommender:
-        threads = torch.get_num_threads()
-        if self.num_threads:
-            torch.set_num_threads(self.num_threads)
-        try:
+        with torch_threads(self.num_threads):
             return self._fit(data)
-        finally:
-            torch.set_num_threads(threads)
 
     def _fit(self, data: TrainData) -> EmbeddingRecommender:
         seed_everything(self.seed)
@@ -375,10 +370,10 @@ class BPRMF(EmbeddingRecommender):
     item bias (`item_bias`: score = u.v + b_i, the bias under the same L2 penalty).
 
     The default `reg_weight` is 0.1, not 1e-4: too weak for small sparse logs (on the demo
-    catalog 1e-4 scored below popularity). Scoring solves a user's vector from the given
-    history by least squares with the item vectors fixed, iALS's user step:
-    (V_h^T V_h + fold_in_unobserved_weight V^T V + fold_in_reg I) u = V_h^T 1.
-    Early stopping watches the trained user vectors (history = train).
+    catalog 1e-4 scored below popularity). Scoring refits a user's vector to the given
+    history with the item side fixed, by `fold_in_steps` gradient steps on the user's
+    expected BPR loss (`bpr_fold_in`), so test uses the valid items. Early stopping watches
+    the trained user vectors (history = train).
     """
 
     label = "BPR-MF"
@@ -391,8 +386,8 @@ class BPRMF(EmbeddingRecommender):
     def __init__(self, embedding_dim: int = 64, reg_weight: float = 0.1,
                  item_bias: bool = False, learning_rate: float = 1e-3, lr_decay: float = 1.0,
                  batch_size: int = 2048, epochs: int = 1000, patience: int = 20,
-                 eval_every: int = 1, fold_in_unobserved_weight: float = 0.1,
-                 fold_in_reg: float = 10.0, num_threads: int | None = None, seed: int = 0):
+                 eval_every: int = 1, fold_in_steps: int = 30,
+                 num_threads: int | None = None, seed: int = 0):
         self.embedding_dim = embedding_dim
         self.reg_weight = reg_weight
         self.item_bias = item_bias
@@ -402,8 +397,7 @@ class BPRMF(EmbeddingRecommender):
         self.epochs = epochs
         self.patience = patience
         self.eval_every = eval_every
-        self.fold_in_unobserved_weight = fold_in_unobserved_weight
-        self.fold_in_reg = fold_in_reg
+        self.fold_in_steps = fold_in_steps
         self.num_threads = num_threads
         self.seed = seed
 
@@ -412,40 +406,103 @@ class BPRMF(EmbeddingRecommender):
                                     self.reg_weight, self.item_bias)
 
     def keep_fold_in_state(self, module: BPRModule, data: TrainData) -> None:
-        self.train_ = binary_csr(data.train)
+        # what the fold-in reuses from training: its negatives (items seen in training) and
+        # its per-user L2 weight
+        self.negatives_ = np.diff(sp.csc_matrix(data.train).indptr) > 0
+        self.fold_in_reg_ = float(self.reg_weight)
         if self.item_bias:  # split the bias off the augmented vectors
             self.item_bias_ = self.item_vectors_[:, -1].copy()
             self.item_vectors_ = np.ascontiguousarray(self.item_vectors_[:, :-1])
             self.user_vectors_ = np.ascontiguousarray(self.user_vectors_[:, :-1])
 
     def user_vectors(self, user_ids: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
-        """The trained vector moved by what the given history adds to the training row:
-        u = u_train + ls(history) - ls(training row), ls the least-squares fold-in. Exact
-        (u_train) when the history is the training row; ls(history) for unknown users."""
-        if not hasattr(self, "train_"):  # saved before fold-in existed
+        """Each user's vector refitted to the given history by BPR's own per-user objective,
+        the item vectors (and biases) fixed: see `bpr_fold_in`."""
+        if not hasattr(self, "fold_in_reg_"):  # saved before fold-in existed
             return super().user_vectors(user_ids, history)
-        user_ids = np.asarray(user_ids, dtype=np.int64)
-        known = (user_ids >= 0) & (user_ids < self.n_users)
-        out = self.least_squares_users(history)
-        if known.any():
-            ids = user_ids[known]
-            out[known] += self.user_vectors_[ids] - self.least_squares_users(self.train_[ids])
-        return out
+        start = super().user_vectors(user_ids, history)
+        return bpr_fold_in(start, history, self.item_vectors_, getattr(self, "item_bias_", None),
+                           self.negatives_, self.fold_in_reg_, self.fold_in_steps)
 
-    def least_squares_users(self, history: sp.spmatrix) -> np.ndarray:
-        from lvlmrec.represent.linear import solve_exact
 
-        vecs = np.ascontiguousarray(self.item_vectors_, dtype=np.float32)
-        hist = binary_csr(history)
-        rhs = np.asarray(hist @ vecs, dtype=np.float32)
-        bias = getattr(self, "item_bias_", None)
-        if bias is not None:  # fit u.v_i to 1 - b_i on the history, to -b_i elsewhere
-            rhs -= np.asarray(hist @ (bias[:, None] * vecs), dtype=np.float32)
-            rhs -= self.fold_in_unobserved_weight * (bias @ vecs)
-        items = torch.from_numpy(vecs)
-        reg = torch.full((hist.shape[0],), float(self.fold_in_reg))
-        gram = self.fold_in_unobserved_weight * (items.T @ items)
-        return solve_exact(hist, items, gram, reg, torch.from_numpy(rhs)).numpy()
+#: floats of (users x history x items) pair terms one fold-in chunk may hold
+_FOLD_FLOATS = 2**23
+
+
+def bpr_fold_in(start: np.ndarray, history: sp.spmatrix, items: np.ndarray,
+                bias: np.ndarray | None, negatives: np.ndarray, reg: float,
+                steps: int) -> np.ndarray:
+    """argmin_u mean_{p in history} mean_{n in negatives, not in history}
+    softplus(s_n - s_p) + reg / 2 |u|^2, with s = items @ u (+ bias): the expectation of the
+    BPR loss training minimised for this user, over every negative instead of samples.
+    Convex in u; `steps` steps of gradient descent from `start` (the trained vector of a
+    known user, the mean history item vector of an unknown one). Users are solved in chunks of
+    similar history length so that a chunk's pair terms stay under `_FOLD_FLOATS`.
+    """
+    hist = sp.csr_matrix(history)
+    lengths = np.diff(hist.indptr)
+    out = np.array(start, dtype=np.float32)
+    vecs = torch.from_numpy(np.ascontiguousarray(items, dtype=np.float32))
+    offset = torch.from_numpy(np.zeros(len(items), np.float32) if bias is None
+                              else np.asarray(bias, np.float32))
+    allowed = torch.from_numpy(np.asarray(negatives, dtype=bool))
+    order = np.argsort(lengths, kind="stable")
+    order = order[lengths[order] > 0]  # no history: nothing to fit, keep the start
+    pos = 0
+    while pos < len(order):
+        count = 1  # sorted by length: the chunk's last user has the longest history
+        while pos + count < len(order) and \
+                (count + 1) * int(lengths[order[pos + count]]) * len(items) <= _FOLD_FLOATS:
+            count += 1
+        chunk = order[pos:pos + count]
+        out[chunk] = _fold_chunk(torch.from_numpy(out[chunk]), hist[chunk], vecs, offset,
+                                 allowed, reg, steps)
+        pos += count
+    return out
+
+
+def _fold_chunk(start: torch.Tensor, hist: sp.csr_matrix, items: torch.Tensor,
+                offset: torch.Tensor, allowed: torch.Tensor, reg: float,
+                steps: int) -> np.ndarray:
+    n_users, n_items = hist.shape
+    lengths = np.diff(hist.indptr)
+    index = np.zeros((n_users, int(lengths.max())), dtype=np.int64)
+    valid = np.zeros(index.shape, dtype=bool)
+    for row in range(n_users):
+        cols = hist.indices[hist.indptr[row]:hist.indptr[row + 1]]
+        index[row, :len(cols)], valid[row, :len(cols)] = cols, True
+    index_t, valid_t = torch.from_numpy(index), torch.from_numpy(valid)
+    in_history = torch.zeros(n_users, n_items, dtype=torch.bool)
+    in_history[torch.from_numpy(np.repeat(np.arange(n_users), lengths)),
+               torch.from_numpy(hist.indices.astype(np.int64))] = True
+    negative = allowed[None, :] & ~in_history
+    weight = (valid_t[:, :, None] & negative[:, None, :]).float()
+    weight /= (valid_t.sum(1) * negative.sum(1).clamp_min(1))[:, None, None]
+    def loss_and_grad(users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        users = users.detach().requires_grad_(True)
+        with torch.enable_grad():
+            scores = users @ items.T + offset
+            positive = torch.gather(scores, 1, index_t)
+            pairs = nn.functional.softplus(scores[:, None, :] - positive[:, :, None])
+            loss = (pairs * weight).sum((1, 2)) + 0.5 * reg * users.pow(2).sum(1)
+            (grad,) = torch.autograd.grad(loss.sum(), users)
+        return loss.detach(), grad
+
+    # gradient descent with a step per user (grown on success, halved on failure), so a
+    # user's answer never depends on who else shares the chunk; from 1 / (a bound on the
+    # loss's curvature)
+    step = torch.full((n_users, 1), 1.0 / float(items.pow(2).sum(1).max() + reg))
+    users = start.clone()
+    loss, grad = loss_and_grad(users)
+    for _ in range(steps):
+        trial = users - step * grad
+        trial_loss, trial_grad = loss_and_grad(trial)
+        better = (trial_loss <= loss)[:, None]
+        users = torch.where(better, trial, users)
+        loss = torch.where(better[:, 0], trial_loss, loss)
+        grad = torch.where(better, trial_grad, grad)
+        step = torch.where(better, step * 1.5, step * 0.5)
+    return users.numpy()
 
 
 class _LightGCNNet(BPRModule):

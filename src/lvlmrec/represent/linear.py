@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lvlmrec.represent.base import Recommender, TrainData, binary_csr
+from lvlmrec.represent.training import torch_threads
 
 #: floats of per-interaction outer products (nnz x d x d) accumulated at once
 _OUTER_FLOATS = 2**24
@@ -112,10 +113,7 @@ class IALS(Recommender):
 
     def fit(self, data: TrainData) -> IALS:
         self._check()
-        threads = torch.get_num_threads()
-        if self.num_threads:
-            torch.set_num_threads(self.num_threads)
-        try:
+        with torch_threads(self.num_threads):
             x = binary_csr(data.train)
             xt = x.T.tocsr()
             gen = torch.Generator().manual_seed(self.seed)
@@ -129,8 +127,6 @@ class IALS(Recommender):
                 items = self._solve(xt, users, items)
             self.item_factors_ = items.float().numpy()
             self.train_loss_ = float(self._loss(x, users, items))
-        finally:
-            torch.set_num_threads(threads)
         return self
 
     def _row_reg(self, rows: sp.csr_matrix, n_other: int) -> torch.Tensor:
