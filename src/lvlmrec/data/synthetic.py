@@ -191,19 +191,8 @@ def generate_synthetic(
     arguments always give the same tables and byte-identical images, and each image is
     written atomically, so an interrupted run is simply repeated.
     """
-    if not 3 <= min_interactions <= n_items:
-        raise ValueError(
-            f"min_interactions must be between 3 (one train, valid and test interaction) "
-            f"and n_items={n_items}; got {min_interactions}"
-        )
-    rng = np.random.default_rng(seed)
-    items = _items(rng, n_items, image_prefix)
-    interactions = _interactions(rng, items, n_users, min_interactions, mean_interactions)
-    interactions["split"] = random_split(interactions["user_id"].to_numpy(), seed)
-    users = pd.DataFrame({
-        "user_id": np.arange(n_users),
-        "source_id": [f"U{u + 1:05d}" for u in range(n_users)],
-    })
+    items, interactions, users = synthetic_tables(n_items, n_users, seed, min_interactions,
+                                                  mean_interactions, image_prefix)
 
     image_dir = Path(out_dir) / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -226,6 +215,33 @@ def generate_synthetic(
     })
     ds.validate("synthetic catalog")
     return ds
+
+
+def synthetic_tables(
+    n_items: int = 2000,
+    n_users: int = 1500,
+    seed: int = 0,
+    min_interactions: int = 5,
+    mean_interactions: float = 12.0,
+    image_prefix: str = "dataset/images",
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The catalog's items, split interactions and users, without drawing any image (the
+    same tables `generate_synthetic` returns; benchmarks of collaborative models need no
+    more)."""
+    if not 3 <= min_interactions <= n_items:
+        raise ValueError(
+            f"min_interactions must be between 3 (one train, valid and test interaction) "
+            f"and n_items={n_items}; got {min_interactions}"
+        )
+    rng = np.random.default_rng(seed)
+    items = _items(rng, n_items, image_prefix)
+    interactions = _interactions(rng, items, n_users, min_interactions, mean_interactions)
+    interactions["split"] = random_split(interactions["user_id"].to_numpy(), seed)
+    users = pd.DataFrame({
+        "user_id": np.arange(n_users),
+        "source_id": [f"U{u + 1:05d}" for u in range(n_users)],
+    })
+    return items, interactions, users
 
 
 # --------------------------------------------------------------------------- catalog

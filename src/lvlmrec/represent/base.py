@@ -14,7 +14,7 @@ import json
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -58,6 +58,9 @@ class Recommender:
 
     #: a short human name for tables; the registry name is the config's `name`.
     label: str = ""
+    #: the default search space (param name -> candidate values) hyperparameter search
+    #: uses for this kind; empty when tuning does not matter.
+    search_space: ClassVar[dict[str, list]] = {}
 
     # ------------------------------------------------------------------ protocol
     def fit(self, data: TrainData) -> Recommender:

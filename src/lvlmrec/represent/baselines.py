@@ -7,6 +7,8 @@ content representation with ItemKNN; its blend weight is chosen on validation Re
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
@@ -53,26 +55,45 @@ def top_k_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
 
 
 class ItemKNN(Recommender):
-    """Item-based collaborative filtering: cosine on training co-occurrence.
+    """Item-based collaborative filtering: cosine on (weighted) training co-occurrence.
 
-    sim(i, j) = |U_i & U_j| / (sqrt(|U_i|) sqrt(|U_j|) + shrink), each item keeping its
-    `neighbours` most similar items (a sparse items x items matrix built in row blocks, so
-    no dense items x items matrix ever exists). A user's score = history @ similarity.
+    Each user's row of the training matrix is weighted (`weighting`: `none` binary,
+    `tfidf` or `bm25`, as in implicit's TFIDF/BM25 recommenders: users are the terms, so
+    heavy users count less; bm25 also damps items by their popularity with `bm25_k1`,
+    `bm25_b`), then sim(i, j) = w_i . w_j / (|w_i| |w_j| + shrink) over item columns, each
+    item keeping its `neighbours` most similar items (a sparse items x items matrix built in
+    row blocks, so no dense items x items matrix ever exists). A user's score =
+    history @ similarity.
     """
 
     label = "ItemKNN"
+    search_space: ClassVar[dict[str, list]] = {
+        "neighbours": [20, 50, 100, 200],
+        "shrink": [0.0, 10.0, 50.0, 100.0],
+        "weighting": ["none", "tfidf", "bm25"],
+    }
 
-    def __init__(self, neighbours: int = 100, shrink: float = 0.0):
+    def __init__(self, neighbours: int = 100, shrink: float = 10.0, weighting: str = "none",
+                 bm25_k1: float = 1.2, bm25_b: float = 0.75):
         self.neighbours = neighbours
         self.shrink = shrink
+        self.weighting = weighting
+        self.bm25_k1 = bm25_k1
+        self.bm25_b = bm25_b
 
     def check_params(self) -> None:
         check_int("neighbours", self.neighbours, 1)
         check_number("shrink", self.shrink, 0.0)
+        if self.weighting not in WEIGHTINGS:
+            raise ConfigError(f"weighting must be one of {', '.join(WEIGHTINGS)}, "
+                              f"not {self.weighting!r}")
+        check_number("bm25_k1", self.bm25_k1, 0.0)
+        check_number("bm25_b", self.bm25_b, 0.0, 1.0)
 
     def fit(self, data: TrainData) -> ItemKNN:
         self.similarity_ = item_similarity(data.train, self.neighbours, self.shrink,
-                                           data.show_progress)
+                                           data.show_progress, self.weighting, self.bm25_k1,
+                                           self.bm25_b)
         return self
 
     @property
@@ -83,14 +104,44 @@ class ItemKNN(Recommender):
         return knn_scores(history, self.similarity_)
 
 
+WEIGHTINGS = ("none", "tfidf", "bm25")
+
+
+def weight_interactions(train: sp.spmatrix, weighting: str = "none", k1: float = 1.2,
+                        b: float = 0.75) -> sp.csr_matrix:
+    """The binary users x items matrix, reweighted per user (tfidf, bm25) or not (none).
+
+    idf(u) = log(n_items) - log(1 + |I_u|); tfidf: w = idf(u); bm25:
+    w = (k1 + 1) / (k1 * ((1 - b) + b |U_i| / mean |U_i|) + 1) * idf(u), with the item's
+    column the document (implicit's `tfidf_weight`, `bm25_weight` on binary data).
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
+    x = binary_csr(train)
+    if weighting == "none":
+        return x
+    rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))
+    idf = np.log(x.shape[1]) - np.log1p(np.diff(x.indptr))
+    weight = idf[rows]
+    if weighting == "bm25":
+        if k1 < 0 or not 0 <= b <= 1:
+            raise ValueError(f"bm25 needs k1 >= 0 and 0 <= b <= 1, not k1={k1}, b={b}")
+        item_count = np.bincount(x.indices, minlength=x.shape[1]).astype(np.float64)
+        length = (1 - b) + b * item_count[x.indices] / item_count[item_count > 0].mean()
+        weight = weight * (k1 + 1) / (k1 * length + 1)
+    x.data = weight.astype(np.float32)
+    return x
+
+
 def item_similarity(train: sp.spmatrix, neighbours: int, shrink: float = 0.0,
-                    show_progress: bool = False) -> sp.csr_matrix:
-    """Top-`neighbours` cosine similarities on co-occurrence, one sparse row per item."""
+                    show_progress: bool = False, weighting: str = "none", bm25_k1: float = 1.2,
+                    bm25_b: float = 0.75) -> sp.csr_matrix:
+    """Top-`neighbours` cosine similarities on (weighted) co-occurrence, one row per item."""
     check_int("neighbours", neighbours, 1)
     check_number("shrink", shrink, 0.0)
-    x = binary_csr(train)
+    x = weight_interactions(train, weighting, bm25_k1, bm25_b)
     xt = x.T.tocsr()
-    norms = np.sqrt(np.diff(xt.indptr)).astype(np.float32)
+    norms = np.sqrt(np.asarray(xt.multiply(xt).sum(axis=1)).ravel()).astype(np.float32)
     n_items = x.shape[1]
     blocks = []
     for start in tqdm(range(0, n_items, _KNN_BLOCK), desc="item similarity", unit="block",

@@ -20,6 +20,7 @@ from lvlmrec.represent.baselines import Hybrid, ItemKNN, Popularity
 from lvlmrec.represent.cf import BPRMF, LightGCN
 from lvlmrec.represent.content import ConcatFusion, ContentRecommender, NaiveFusion
 from lvlmrec.represent.fusion import AttentionFusion, CrossModalFusion, GatingFusion
+from lvlmrec.represent.linear import EASE, IALS
 from lvlmrec.represent.smore import SMORE
 
 REGISTRY: dict[str, type[Recommender]] = {}
@@ -71,6 +72,8 @@ register("hybrid", Hybrid)
 register("smore", SMORE)
 register("bpr", BPRMF)
 register("lightgcn", LightGCN)
+register("ease", EASE)
+register("ials", IALS)
 
 
 def load_plugins(modules: list[str]) -> None:

@@ -34,14 +34,18 @@ the L2 term divides by the actual batch size (MMRec: by the configured 2048).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
 from lvlmrec.errors import DataError
 from lvlmrec.represent.base import TrainData
-from lvlmrec.represent.cf import (BPRModule, EmbeddingRecommender, bpr_loss, l2_penalty,
-                                  propagate)
+from lvlmrec.represent.cf import (BPRModule, EmbeddingRecommender, bpr_loss, degree_scaled,
+                                  ego_rows, fold_in_users, keep_graph_fold_in_state, l2_penalty,
+                                  propagate, user_rows)
 from lvlmrec.represent.graph import knn_graph, max_union, to_torch_sparse, user_item_adjacency
 
 
@@ -110,21 +114,28 @@ class SMORENet(BPRModule):
         self.n_ui_layers, self.n_layers = n_ui_layers, n_layers
         self.reg_weight, self.cl_weight, self.temperature = reg_weight, cl_weight, temperature
 
-    def _item_view(self, items: torch.Tensor, adj: torch.Tensor) -> torch.Tensor:
-        for _ in range(self.n_layers):
-            items = torch.sparse.mm(adj, items)
-        return torch.cat([torch.sparse.mm(self.ui_block, items), items])
-
-    def forward(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(final, side, behaviour) vectors of users then items."""
+    def item_views(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The gated vision, text and fused item views after the item-item layers."""
         vision, text, fused = spectrum_fusion(
             self.vision_proj(self.vision_features), self.text_proj(self.text_features),
             torch.view_as_complex(self.vision_filter), torch.view_as_complex(self.text_filter),
             torch.view_as_complex(self.fusion_filter))
+        views = []
+        for feature, gate, adj in ((vision, self.vision_gate, self.vision_adj),
+                                   (text, self.text_gate, self.text_adj),
+                                   (fused, self.fusion_gate, self.fusion_adj)):
+            items = self.item * gate(feature)
+            for _ in range(self.n_layers):
+                items = torch.sparse.mm(adj, items)
+            views.append(items)
+        return views[0], views[1], views[2]
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(final, side, behaviour) vectors of users then items."""
         behaviour = propagate(self.ui_adj, torch.cat([self.user, self.item]), self.n_ui_layers)
-        vision_view = self._item_view(self.item * self.vision_gate(vision), self.vision_adj)
-        text_view = self._item_view(self.item * self.text_gate(text), self.text_adj)
-        fused_view = self._item_view(self.item * self.fusion_gate(fused), self.fusion_adj)
+        vision_view, text_view, fused_view = (
+            torch.cat([torch.sparse.mm(self.ui_block, items), items])
+            for items in self.item_views())
         vision_view = torch.softmax(self.vision_query(fused_view), dim=-1) * vision_view
         text_view = torch.softmax(self.text_query(fused_view), dim=-1) * text_view
         side = (self.dropout(self.vision_prefer(behaviour)) * vision_view
@@ -156,6 +167,11 @@ class SMORE(EmbeddingRecommender):
     """
 
     label = "SMORE"
+    search_space: ClassVar[dict[str, list]] = {
+        "reg_weight": [1e-5, 1e-4, 1e-3],
+        "cl_weight": [0.01, 0.05, 0.1],
+        "learning_rate": [1e-3, 1e-2],
+    }
 
     def __init__(self, text: str = "title", vision: str = "efficientnet",
                  embedding_dim: int = 64, n_ui_layers: int = 3, n_layers: int = 1,
@@ -219,3 +235,52 @@ class SMORE(EmbeddingRecommender):
             dropout=self.dropout, reg_weight=self.reg_weight, cl_weight=self.cl_weight,
             temperature=self.temperature, train_features=self.train_features,
         )
+
+    def keep_fold_in_state(self, module: SMORENet, data: TrainData) -> None:
+        """The item side of every user-side computation, for `user_vectors`: LightGCN's
+        item layers, the three item views scaled for the user-item block, and the small
+        query and preference layers (as (d, d + 1) arrays: weight, then bias)."""
+        keep_graph_fold_in_state(self, module.user, module.item, module.ui_adj,
+                                 self.n_ui_layers, data.train)
+        self.item_views_ = np.stack([degree_scaled(v, data.train) for v in module.item_views()])
+        self.query_layers_ = np.stack([
+            np.stack([_affine(query[0]), _affine(query[2])])
+            for query in (module.vision_query, module.text_query)])
+        self.prefer_layers_ = np.stack([_affine(gate[0]) for gate in (
+            module.vision_prefer, module.text_prefer, module.fusion_prefer)])
+
+    def user_vectors(self, user_ids: np.ndarray, history: sp.csr_matrix) -> np.ndarray:
+        """SMORE's user side (behaviour + modality side) from the given history, the item
+        side as trained: the same formulas as `SMORENet.forward` for the user rows."""
+        if not hasattr(self, "item_views_"):  # saved before fold-in existed
+            return super().user_vectors(user_ids, history)
+        behaviour = fold_in_users(ego_rows(self.user_ego_, user_ids), history, self.item_layers_)
+        vision, text, fused = (user_rows(history, view) for view in self.item_views_)
+        q = self.query_layers_
+        vision = _softmax(_apply(q[0, 1], np.tanh(_apply(q[0, 0], fused)))) * vision
+        text = _softmax(_apply(q[1, 1], np.tanh(_apply(q[1, 0], fused)))) * text
+        p = self.prefer_layers_
+        side = (_sigmoid(_apply(p[0], behaviour)) * vision
+                + _sigmoid(_apply(p[1], behaviour)) * text
+                + _sigmoid(_apply(p[2], behaviour)) * fused) / 3
+        return (behaviour + side).astype(np.float32)
+
+
+def _affine(layer: nn.Linear) -> np.ndarray:
+    weight = layer.weight.detach().float().cpu().numpy()
+    bias = (layer.bias.detach().float().cpu().numpy() if layer.bias is not None
+            else np.zeros(weight.shape[0], np.float32))
+    return np.hstack([weight, bias[:, None]])
+
+
+def _apply(affine: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return x @ affine[:, :-1].T + affine[:, -1]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-x))

@@ -64,3 +64,18 @@ def cpu_threads(device: str, limit: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run torch CPU work on `n` threads (None: the process setting), then restore it: a
+    model's `num_threads` (small models gain nothing from more, and lose on a busy machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
