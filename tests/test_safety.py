@@ -329,9 +329,15 @@ def test_server_never_serves_a_file_outside_the_run(small_run, tmp_path):
     # items.parquet edited after prepare: the server re-checks what it reads
     items = pd.read_parquet(wd.items_path)
     items.loc[5, "image_path"] = "/etc/passwd"
+    items.loc[6, "image_path"] = "/etc/hostname"
+    items.loc[7, "image_path"] = "../../../../../../../../etc/passwd"
     items.to_parquet(wd.items_path, index=False)
-    response = TestClient(create_app(wd)).get("/items/5/image")
-    assert response.status_code == 403 and b"root:" not in response.content
+    client = TestClient(create_app(wd))
+    for i in (5, 6, 7):
+        response = client.get(f"/items/{i}/image")
+        exists = wd.resolve(items.loc[i, "image_path"]).is_file()
+        assert response.status_code == (403 if exists else 200), response.text  # else: placeholder
+        assert b"root:" not in response.content
 
 
 # --------------------------------------------------------------------------- strategy names
