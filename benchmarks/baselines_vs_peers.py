@@ -232,15 +232,21 @@ def grid(**axes) -> list[dict]:
 
 
 def candidates(trials: int) -> list[tuple[str, str, str, type, list[dict]]]:
-    """(row, family, library, class, grid): every grid cut to `trials` configurations."""
+    """(row, family, library, class, grid): every grid cut to `trials` configurations.
+
+    Families: item-item models (ItemKNN, EASE: score = history @ an item x item matrix)
+    against implicit's BM25 ItemKNN; pairwise-ranking models (BPR-MF, LightGCN) against
+    implicit's and Cornac's BPR; least-squares factorisation (iALS) against implicit's ALS.
+    """
     fast = dict(epochs=100, patience=10, num_threads=1)
     rows = [
         ("popularity", "popularity", "lvlmrec", Popularity, [{}]),
         ("Cornac MostPop", "popularity", "cornac", CornacMostPop, [{}]),
         ("ItemKNN", "itemknn", "lvlmrec", ItemKNN,
-         grid(weighting=["bm25", "none"], shrink=[10.0, 50.0])),
+         [dict(shrink=50.0, **p) for p in grid(weighting=["none", "bm25"],
+                                               neighbours=[100, 400])]),
         ("implicit BM25 ItemKNN", "itemknn", "implicit", ImplicitItemKNN,
-         grid(K=[100, 50, 200, 20])),
+         grid(K=[100, 50, 200, 400])),
         ("BPR-MF", "bpr", "lvlmrec", BPRMF,
          [dict(fast, learning_rate=0.05, **p)
           for p in grid(reg_weight=[0.1, 0.03], item_bias=[False, True])]),
@@ -252,10 +258,10 @@ def candidates(trials: int) -> list[tuple[str, str, str, type, list[dict]]]:
         ("LightGCN", "bpr", "lvlmrec", LightGCN,
          [dict(fast, learning_rate=0.01, **p) for p in grid(reg_weight=[1e-4, 1e-2],
                                                             n_layers=[2, 3])]),
-        ("EASE", "linear", "lvlmrec", EASE, grid(l2=[250.0, 50.0, 100.0, 500.0])),
-        ("iALS", "linear", "lvlmrec", IALS,
+        ("EASE", "itemknn", "lvlmrec", EASE, grid(l2=[250.0, 50.0, 100.0, 500.0])),
+        ("iALS", "als", "lvlmrec", IALS,
          grid(regularization=[0.01, 0.03], unobserved_weight=[0.1, 0.3])),
-        ("implicit ALS", "linear", "implicit", ImplicitALS,
+        ("implicit ALS", "als", "implicit", ImplicitALS,
          grid(regularization=[0.01, 0.1], alpha=[1.0, 10.0])),
     ]
     return [(r, f, lib, cls, g[:trials]) for r, f, lib, cls, g in rows]

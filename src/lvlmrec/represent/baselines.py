@@ -68,8 +68,8 @@ class ItemKNN(Recommender):
 
     label = "ItemKNN"
     search_space: ClassVar[dict[str, list]] = {
-        "neighbours": [20, 50, 100, 200],
-        "shrink": [0.0, 10.0, 50.0, 100.0],
+        "neighbours": [20, 50, 100, 200, 400],
+        "shrink": [0.0, 10.0, 50.0, 100.0, 200.0],
         "weighting": ["none", "tfidf", "bm25"],
     }
 
