@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from lvlmrec.evaluate.protocols import evaluate_task, make_task, sample_negatives
-from lvlmrec.evaluate.ranking import METRICS, rank_users, topk_block
+from lvlmrec.evaluate.ranking import METRICS, rank_users, tie_order, topk_block
 from lvlmrec.represent.base import TrainData
 from lvlmrec.represent.content import ContentRecommender
 
@@ -27,11 +27,12 @@ class MatrixModel:
 
 # --------------------------------------------------------------------------- reference
 def reference_top(scores, excluded, k, allowed=None):
-    """Full sort by (-score, item id) over the allowed, non-excluded, finite items."""
+    """Full sort by (-score, tie-break rank) over the allowed, non-excluded, finite items."""
+    rank = tie_order(len(scores))
     items = [i for i in range(len(scores))
              if i not in excluded and (allowed is None or allowed[i])
              and not math.isnan(scores[i]) and scores[i] != -math.inf]
-    items.sort(key=lambda i: (-float(scores[i]), i))
+    items.sort(key=lambda i: (-float(scores[i]), rank[i]))
     return items[:k]
 
 
@@ -85,12 +86,18 @@ def assert_matches(per_user, expected, ks):
 
 
 # --------------------------------------------------------------------------- top-k
-def test_topk_breaks_ties_by_lower_id_and_pads():
+def test_topk_breaks_ties_by_the_seeded_permutation_and_pads():
+    # tie_order(6) == [4, 5, 1, 0, 3, 2]: item 3 wins every tie, then 2, 5, 4, 0, 1
+    assert tie_order(6).tolist() == [4, 5, 1, 0, 3, 2]
     s = np.array([[1, 3, 3, 2, np.nan, -np.inf],
                   [0, 0, 0, 0, 0, 0],
                   [5, -np.inf, -np.inf, -np.inf, -np.inf, -np.inf]], dtype=np.float32)
     top = topk_block(s, 4)
-    assert top.tolist() == [[1, 2, 3, 0], [0, 1, 2, 3], [0, -1, -1, -1]]
+    assert top.tolist() == [[2, 1, 3, 0], [3, 2, 5, 4], [0, -1, -1, -1]]
+    # another seed, another order: the ranking follows the permutation it is given
+    other = tie_order(6, seed=1)
+    top = topk_block(np.zeros((1, 6), np.float32), 6, other)
+    assert top[0].tolist() == np.argsort(other).tolist()
 
 
 @pytest.mark.parametrize("seed", range(4))
