@@ -56,7 +56,7 @@ def represent(ctx: Context) -> StageResult:
     ds = Dataset.load(ctx.workdir, features=False)
     data_key = StageBook(ctx.workdir).digest("prepare")
     outputs = fit_all(ctx.config.represent, ctx.config.seed, ctx.workdir, ds, data_key,
-                      ctx.console, ctx.show_progress)
+                      ctx.console, ctx.show_progress, seeds=ctx.config.run_seeds)
     return StageResult(outputs)
 
 
@@ -65,7 +65,7 @@ def evaluate(ctx: Context) -> StageResult:
 
     ds = Dataset.load(ctx.workdir, features=False)
     outputs = evaluate_all(ctx.config.evaluate, ctx.config.represent, ctx.workdir, ds,
-                           ctx.console, ctx.show_progress)
+                           ctx.console, ctx.show_progress, seeds=ctx.config.run_seeds)
     return StageResult(outputs)
 
 

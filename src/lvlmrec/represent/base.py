@@ -13,7 +13,7 @@ import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -57,6 +57,8 @@ class Recommender:
 
     #: a short human name for tables; the registry name is the config's `name`.
     label: str = ""
+    #: param -> values tried by `search: default` (represent/search.py); empty: none
+    search_space: ClassVar[dict[str, list]] = {}
 
     # ------------------------------------------------------------------ protocol
     def fit(self, data: TrainData) -> Recommender:
