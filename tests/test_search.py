@@ -282,3 +282,31 @@ def test_seeds_config_errors():
         parse_config({"represent": {"search": {"metric": "auc@10"}}})
     assert parse_config({"seed": 4}).run_seeds == [4]
     assert parse_config({"seeds": [3, 1]}).run_seeds == [3, 1]
+
+
+def test_report_shows_chosen_params_seed_std_and_ties(run):
+    from lvlmrec.config import ReportConfig
+    from lvlmrec.report.build import build_report
+
+    workdir, ds = run
+    cfg = RepresentConfig(strategies=[
+        StrategyConfig(name="title_text", kind="text", text="title"),
+        StrategyConfig(name="popularity", kind="popularity"),
+        StrategyConfig(name="bpr", kind="bpr", params={**BPR, "reg_weight": [1e-4, 1e-1]})])
+    fit_all(cfg, 0, workdir, ds, "data", QUIET, show_progress=False, seeds=[0, 1])
+    evaluate_all(EvaluateConfig(ks=[10, 20], n_bootstrap=10, n_permutations=10), cfg,
+                 workdir, ds, QUIET, show_progress=False, seeds=[0, 1])
+    build_report(ReportConfig(n_case_studies=0), workdir, QUIET, show_progress=False)
+    md = (workdir.report_dir / "report.md").read_text()
+    html = (workdir.report_dir / "report.html").read_text()
+    chosen = load_model(workdir, "bpr").reg_weight
+    for page in (md, html):
+        assert "Hyperparameter search" in page and f"reg_weight={chosen}" in page
+        assert "recall@10 mean ± std over seeds" in page and "(2 seeds)" in page
+        assert "fitted once (deterministic)" in page  # popularity, title_text
+        assert "Ties at the cut-off (K=10)" in page
+    ties = pd.read_csv(workdir.results_dir / "ties.csv")
+    pop = ties[(ties["representation"] == "popularity") & (ties["split"] == "test")
+               & (ties["k"] == 10)]
+    assert pop["share_tied"].item() > 0.1  # integer counts tie: flagged
+    assert "**Flagged**: popularity" in md

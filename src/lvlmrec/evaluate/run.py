@@ -190,9 +190,9 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
         for seed, folder_seed in fits.items():
             model = load_model(workdir, name, folder_seed)
             for split, task in tasks.items():
-                label = f"{name} [{split}]" + (f" seed {seed}" if len(fits) > 1 else "")
+                desc = f"{name} [{split}]" + (f" seed {seed}" if len(fits) > 1 else "")
                 ranking = evaluate_task(model, task, cfg.ks, cfg.block_size, show_progress,
-                                        desc=label, tie_seed=cfg.seed)
+                                        desc=desc, tie_seed=cfg.seed)
                 rankings[split].append(ranking)
                 per_seed.append({"representation": name, "split": split, "seed": seed,
                                  **ranking.per_user[cols].mean().to_dict()})
