@@ -256,3 +256,29 @@ def test_blocked_evaluator_is_much_faster_than_a_per_user_loop():
         np.argsort(-s, kind="stable")[:10]
     loop = time.perf_counter() - t0
     assert ours * 3 < loop, (ours, loop)
+
+
+# --------------------------------------------------------------------------- ties
+def test_ties_follow_the_seeded_permutation_and_are_counted():
+    from lvlmrec.evaluate.ranking import tie_record
+
+    n_users, n_items = 6, 30
+    hist = sp.csr_matrix(np.eye(n_users, n_items, dtype=np.float32))  # user u saw item u
+    tgt = sp.csr_matrix(np.roll(np.eye(n_users, n_items, dtype=np.float32), 7, axis=1))
+    flat = MatrixModel(np.zeros((n_users, n_items)))
+    for seed in (0, 5):
+        ranking = rank_users(flat, np.arange(n_users), hist, tgt, ks=[3, 10],
+                             show_progress=False, tie_seed=seed)
+        order = np.argsort(tie_order(n_items, seed))  # the permutation itself
+        for u in range(n_users):
+            assert ranking.top[u].tolist() == [i for i in order if i != u][:10]
+        assert ranking.tied[3].all() and ranking.tied[10].all()  # every score is equal
+    assert tie_order(n_items, 0).tolist() != tie_order(n_items, 5).tolist()
+    # distinct scores: no tie at any cut-off, and the permutation plays no part
+    distinct = MatrixModel(np.tile(np.arange(n_items, dtype=np.float32), (n_users, 1)))
+    ranking = rank_users(distinct, np.arange(n_users), hist, tgt, ks=[3, 10],
+                         show_progress=False, tie_seed=5)
+    assert not ranking.tied[3].any() and ranking.top[0].tolist() == list(range(29, 19, -1))
+    record = tie_record(n_items, 5)
+    assert record["seed"] == 5 and len(record["permutation_sha256"]) == 64
+    assert record != tie_record(n_items, 0)
