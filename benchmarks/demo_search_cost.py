@@ -5,8 +5,9 @@ the collaborative models never read them) and, for every collaborative strategy 
 demo config that searches (a list in its `params`), fits it twice through the represent
 stage's own code (`fit_all`):
 
-  untuned   the strategy with every searched param left at the kind's default (what the
-            demo ran before its search)
+  untuned   the strategy with every searched param left at the kind's default, or, with
+            --untuned-config, the same-named strategy of that config (for example the demo
+            config before its search: `git show REV:configs/demo.yaml > old.yaml`)
   searched  the demo's search (represent.search of the config), every trial on train,
             scored on validation
 
@@ -67,12 +68,16 @@ def main() -> None:
     parser.add_argument("--config", default=str(Path(__file__).resolve().parents[1]
                                                  / "configs" / "demo.yaml"))
     parser.add_argument("--n-items", type=int, default=None)
+    parser.add_argument("--untuned-config", default=None,
+                        help="take each strategy's untuned settings from this config")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     config = load_config(args.config)
     searched = [s for s in config.represent.strategies if s.kind in CF_KINDS
                 and search_spec(s, kind_class(s)).space]
     n_items = args.n_items or config.dataset.n_items
+    before = {s.name: s for s in load_config(args.untuned_config).represent.strategies} \
+        if args.untuned_config else {}
     load_before = os.getloadavg()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,8 +89,10 @@ def main() -> None:
         ds = Dataset.load(workdir, features=False)
         for strategy in searched:
             spec = search_spec(strategy, kind_class(strategy))
-            untuned = strategy.model_copy(update={"name": f"{strategy.name}_untuned",
-                                                  "params": spec.fixed, "search": None})
+            old = before.get(strategy.name)
+            untuned = strategy.model_copy(update={
+                "name": f"{strategy.name}_untuned", "search": None,
+                "params": old.params if old is not None else spec.fixed})
             t_untuned = timed_fit(RepresentConfig(strategies=[untuned]), workdir, ds,
                                   config.seed)
             t_search = timed_fit(RepresentConfig(strategies=[strategy],
@@ -95,6 +102,7 @@ def main() -> None:
             rows.append({
                 "strategy": strategy.name, "kind": strategy.kind,
                 "space": spec.space, "n_trials": fit["search"]["n_trials"],
+                "untuned_params": untuned.params,
                 "chosen": {k: fit["params"][k] for k in spec.space},
                 "untuned_seconds": round(t_untuned[0], 2),
                 "search_seconds": round(t_search[0], 2),
@@ -116,6 +124,7 @@ def main() -> None:
         "load_average_before": [round(x, 2) for x in load_before],
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "untuned": args.untuned_config or "kind defaults for the searched params",
         "n_items": n_items, "n_users": config.dataset.n_users,
         "search": config.represent.search.model_dump(),
         "strategies": rows, "added_seconds_total": total,

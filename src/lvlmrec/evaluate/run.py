@@ -276,7 +276,8 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
 def with_seed_columns(summary: pd.DataFrame, per_seed: pd.DataFrame, cols: list[str],
                       several: bool, records: list[dict]) -> pd.DataFrame:
     """metrics.csv's extra columns: n_seeds, params (JSON) and, with several run seeds,
-    <metric>_std over the per-seed means (NaN for a representation fitted once)."""
+    <metric>_std over the per-seed means (0 for a deterministic representation, fitted
+    once because every seed would give the same model)."""
     import json
 
     counts = per_seed.groupby(["representation", "split"])["seed"].nunique()
@@ -289,7 +290,7 @@ def with_seed_columns(summary: pd.DataFrame, per_seed: pd.DataFrame, cols: list[
         std = per_seed.groupby(["representation", "split"])[cols].std(ddof=1)
         std.columns = [f"{c}_std" for c in cols]
         summary = summary.merge(std.reset_index(), on=["representation", "split"],
-                                how="left")
+                                how="left").fillna({c: 0.0 for c in std.columns})
     return summary
 
 
