@@ -309,4 +309,4 @@ def test_report_shows_chosen_params_seed_std_and_ties(run):
     pop = ties[(ties["representation"] == "popularity") & (ties["split"] == "test")
                & (ties["k"] == 10)]
     assert pop["share_tied"].item() > 0.1  # integer counts tie: flagged
-    assert "**Flagged**: popularity" in md
+    assert "**Flagged**: popularity:" in md

@@ -96,9 +96,9 @@ def ties_section(workdir: Workdir, run: dict, metric: str) -> Section | None:
         f"permutation of item ids (seed {tie.get('seed', '?')}, in `results/run.json`), "
         "never by the lower id. Counts for every K are in `results/ties.csv`."]
     if flagged:
-        paragraphs.append(f"**Flagged**: {', '.join(flagged)} tie at the cut-off for more "
-                          f"than {TIE_FLAG:.0%} of users; their {metric} depends partly on "
-                          "the tie-break.")
+        paragraphs.append(f"**Flagged**: {', '.join(flagged)}: scores tied at the cut-off "
+                          f"for more than {TIE_FLAG:.0%} of users, so {metric} depends "
+                          "partly on the tie-break.")
     return Section(f"Ties at the cut-off (K={k})", paragraphs, pd.DataFrame(rows))
 
 
