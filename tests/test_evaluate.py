@@ -282,3 +282,16 @@ def test_ties_follow_the_seeded_permutation_and_are_counted():
     record = tie_record(n_items, 5)
     assert record["seed"] == 5 and len(record["permutation_sha256"]) == 64
     assert record != tie_record(n_items, 0)
+
+
+def test_tie_free_scores_do_not_depend_on_the_tie_break():
+    """Without ties the permutation plays no part: any seed gives the same metrics (so
+    the evaluator still matches ranx and other tie-unaware references on such data)."""
+    rng = np.random.default_rng(3)
+    scores = rng.random((40, 50)).astype(np.float32)
+    _, hist, tgt = random_data(3, n_users=40, n_items=50)
+    runs = [rank_users(MatrixModel(scores), np.arange(40), hist, tgt, ks=KS,
+                       show_progress=False, tie_seed=seed) for seed in (0, 1, 99)]
+    for other in runs[1:]:
+        np.testing.assert_array_equal(runs[0].top, other.top)
+        assert not any(flags.any() for flags in other.tied.values())
