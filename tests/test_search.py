@@ -310,3 +310,14 @@ def test_report_shows_chosen_params_seed_std_and_ties(run):
                & (ties["k"] == 10)]
     assert pop["share_tied"].item() > 0.1  # integer counts tie: flagged
     assert "**Flagged**: popularity:" in md
+
+
+def test_seeds_join_the_represent_and_evaluate_keys_only_when_set():
+    from lvlmrec.pipeline import _stages
+
+    settings = {stage.name: stage.settings for stage in _stages()}
+    one, several = parse_config({}), parse_config({"seeds": [0, 1]})
+    for stage in ("represent", "evaluate"):
+        assert "seeds" not in settings[stage](one)  # single-seed runs keep their keys
+        assert settings[stage](several)["seeds"] == [0, 1]
+    assert settings["describe"](one) == settings["describe"](several)
