@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from lvlmrec.evaluate.protocols import evaluate_task, make_task, sample_negatives
-from lvlmrec.evaluate.ranking import METRICS, rank_users, topk_block
+from lvlmrec.evaluate.ranking import METRICS, rank_users, tie_order, topk_block
 from lvlmrec.represent.base import TrainData
 from lvlmrec.represent.content import ContentRecommender
 
@@ -27,11 +27,12 @@ class MatrixModel:
 
 # --------------------------------------------------------------------------- reference
 def reference_top(scores, excluded, k, allowed=None):
-    """Full sort by (-score, item id) over the allowed, non-excluded, finite items."""
+    """Full sort by (-score, tie-break rank) over the allowed, non-excluded, finite items."""
+    rank = tie_order(len(scores))
     items = [i for i in range(len(scores))
              if i not in excluded and (allowed is None or allowed[i])
              and not math.isnan(scores[i]) and scores[i] != -math.inf]
-    items.sort(key=lambda i: (-float(scores[i]), i))
+    items.sort(key=lambda i: (-float(scores[i]), rank[i]))
     return items[:k]
 
 
@@ -85,12 +86,18 @@ def assert_matches(per_user, expected, ks):
 
 
 # --------------------------------------------------------------------------- top-k
-def test_topk_breaks_ties_by_lower_id_and_pads():
+def test_topk_breaks_ties_by_the_seeded_permutation_and_pads():
+    # tie_order(6) == [4, 5, 1, 0, 3, 2]: item 3 wins every tie, then 2, 5, 4, 0, 1
+    assert tie_order(6).tolist() == [4, 5, 1, 0, 3, 2]
     s = np.array([[1, 3, 3, 2, np.nan, -np.inf],
                   [0, 0, 0, 0, 0, 0],
                   [5, -np.inf, -np.inf, -np.inf, -np.inf, -np.inf]], dtype=np.float32)
     top = topk_block(s, 4)
-    assert top.tolist() == [[1, 2, 3, 0], [0, 1, 2, 3], [0, -1, -1, -1]]
+    assert top.tolist() == [[2, 1, 3, 0], [3, 2, 5, 4], [0, -1, -1, -1]]
+    # another seed, another order: the ranking follows the permutation it is given
+    other = tie_order(6, seed=1)
+    top = topk_block(np.zeros((1, 6), np.float32), 6, other)
+    assert top[0].tolist() == np.argsort(other).tolist()
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -249,3 +256,42 @@ def test_blocked_evaluator_is_much_faster_than_a_per_user_loop():
         np.argsort(-s, kind="stable")[:10]
     loop = time.perf_counter() - t0
     assert ours * 3 < loop, (ours, loop)
+
+
+# --------------------------------------------------------------------------- ties
+def test_ties_follow_the_seeded_permutation_and_are_counted():
+    from lvlmrec.evaluate.ranking import tie_record
+
+    n_users, n_items = 6, 30
+    hist = sp.csr_matrix(np.eye(n_users, n_items, dtype=np.float32))  # user u saw item u
+    tgt = sp.csr_matrix(np.roll(np.eye(n_users, n_items, dtype=np.float32), 7, axis=1))
+    flat = MatrixModel(np.zeros((n_users, n_items)))
+    for seed in (0, 5):
+        ranking = rank_users(flat, np.arange(n_users), hist, tgt, ks=[3, 10],
+                             show_progress=False, tie_seed=seed)
+        order = np.argsort(tie_order(n_items, seed))  # the permutation itself
+        for u in range(n_users):
+            assert ranking.top[u].tolist() == [i for i in order if i != u][:10]
+        assert ranking.tied[3].all() and ranking.tied[10].all()  # every score is equal
+    assert tie_order(n_items, 0).tolist() != tie_order(n_items, 5).tolist()
+    # distinct scores: no tie at any cut-off, and the permutation plays no part
+    distinct = MatrixModel(np.tile(np.arange(n_items, dtype=np.float32), (n_users, 1)))
+    ranking = rank_users(distinct, np.arange(n_users), hist, tgt, ks=[3, 10],
+                         show_progress=False, tie_seed=5)
+    assert not ranking.tied[3].any() and ranking.top[0].tolist() == list(range(29, 19, -1))
+    record = tie_record(n_items, 5)
+    assert record["seed"] == 5 and len(record["permutation_sha256"]) == 64
+    assert record != tie_record(n_items, 0)
+
+
+def test_tie_free_scores_do_not_depend_on_the_tie_break():
+    """Without ties the permutation plays no part: any seed gives the same metrics (so
+    the evaluator still matches ranx and other tie-unaware references on such data)."""
+    rng = np.random.default_rng(3)
+    scores = rng.random((40, 50)).astype(np.float32)
+    _, hist, tgt = random_data(3, n_users=40, n_items=50)
+    runs = [rank_users(MatrixModel(scores), np.arange(40), hist, tgt, ks=KS,
+                       show_progress=False, tie_seed=seed) for seed in (0, 1, 99)]
+    for other in runs[1:]:
+        np.testing.assert_array_equal(runs[0].top, other.top)
+        assert not any(flags.any() for flags in other.tied.values())

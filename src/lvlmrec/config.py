@@ -167,7 +167,12 @@ class EncodeConfig(Section):
 
 # --------------------------------------------------------------------------- represent
 class StrategyConfig(Section):
-    """One named item representation; `kind` picks the strategy from the registry."""
+    """One named item representation; `kind` picks the strategy from the registry.
+
+    In `params`, a list value (or `{search: [...]}`) is a search over those values on
+    validation (docs/representations.md, "Hyperparameter search and seeds"); `search:
+    default` adds the kind's default search space.
+    """
 
     name: str
     kind: str
@@ -175,6 +180,7 @@ class StrategyConfig(Section):
     vision: str | None = None
     scoring: Literal["mean", "max"] = "mean"
     params: dict[str, Any] = Field(default_factory=dict)
+    search: Literal["default"] | None = None
 
     @field_validator("name")
     @classmethod
@@ -186,11 +192,34 @@ class StrategyConfig(Section):
         return v
 
 
+#: metric names a search may select on (those of evaluate.ranking.METRICS)
+SEARCH_METRICS = ("recall", "ndcg", "precision", "hit", "map")
+
+
+class SearchConfig(Section):
+    """How a strategy's searched params are explored: every trial fits on train and is
+    scored on validation only (represent/search.py)."""
+
+    method: Literal["grid", "random", "tpe"] = "grid"  # random and tpe use optuna
+    n_trials: int = Field(20, ge=1)  # distinct trials per strategy (random, tpe)
+    metric: str = "recall@20"
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        name, _, k = v.partition("@")
+        if name not in SEARCH_METRICS or not k.isdigit() or int(k) < 1:
+            raise ValueError(f"{v!r} is not a metric; use NAME@K with NAME in "
+                             f"{', '.join(SEARCH_METRICS)}")
+        return v
+
+
 class RepresentConfig(Section):
     strategies: list[StrategyConfig] = Field(default_factory=list)
     device: str = "auto"
     # importable Python modules that register extra strategy kinds (docs/representations.md)
     plugins: list[str] = Field(default_factory=list)
+    search: SearchConfig = Field(default_factory=SearchConfig)
 
     @field_validator("strategies")
     @classmethod
@@ -234,12 +263,30 @@ class ReportConfig(Section):
 # --------------------------------------------------------------------------- run
 class RunConfig(Section):
     seed: int = 0
+    # several seeds: every seeded model is fitted once per seed (docs/representations.md)
+    seeds: list[int] | None = None
     dataset: DatasetConfig = Field(default_factory=PreparedSource, discriminator="format")
     describe: DescribeConfig = Field(default_factory=DescribeConfig)
     encode: EncodeConfig = Field(default_factory=EncodeConfig)
     represent: RepresentConfig = Field(default_factory=RepresentConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("give at least one seed (or leave `seeds` out to use `seed`)")
+            twice = sorted({s for s in v if v.count(s) > 1})
+            if twice:
+                raise ValueError(f"seed(s) {twice} appear more than once")
+        return v
+
+    @property
+    def run_seeds(self) -> list[int]:
+        """The seeds every seeded model is fitted with; the first is the primary one."""
+        return list(self.seeds) if self.seeds else [self.seed]
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -73,15 +73,21 @@ def _stages() -> list[Stage]:
               stages.encode, "embed titles, descriptions and images"),
         Stage("represent", ("prepare", "encode"),
               lambda c: {"represent": c.represent, "seed": c.seed,
-                         "code": code_key(c.represent.plugins)}, stages.represent,
-              "fit every representation strategy"),
+                         "code": code_key(c.represent.plugins), **_seeds(c)},
+              stages.represent, "fit every representation strategy"),
         Stage("evaluate", ("prepare", "represent"),
-              lambda c: {"evaluate": c.evaluate, "strategies": c.represent}, stages.evaluate,
+              lambda c: {"evaluate": c.evaluate, "strategies": c.represent, **_seeds(c)},
+              stages.evaluate,
               "rank the whole catalog for every user; metrics, significance, slices"),
         Stage("report", ("prepare", "evaluate"),
               lambda c: {"report": c.report, "evaluate": c.evaluate}, stages.report,
               "tables and figures"),
     ]
+
+
+def _seeds(config: RunConfig) -> dict[str, Any]:
+    """`seeds` joins the keys only when set, so single-seed runs keep their keys."""
+    return {"seeds": config.seeds} if config.seeds else {}
 
 
 def _without_scale(section: Any) -> dict[str, Any]:

@@ -56,11 +56,20 @@ def represent(ctx: Context) -> StageResult:
     ds = Dataset.load(ctx.workdir, features=False)
     data_key = StageBook(ctx.workdir, ctx.hasher).digest("prepare")
     outputs = fit_all(ctx.config.represent, ctx.config.seed, ctx.workdir, ds, data_key,
-                      ctx.console, ctx.show_progress)
-    # downstream depends on what each model was fitted from (its fit key), not on the
-    # bytes of its folder, which hold timings
-    keys = {p.name: read_json(p / "fit.json").get("key") for p in outputs}
-    return StageResult(outputs, digest=hash_obj(keys))
+                      ctx.console, ctx.show_progress, seeds=ctx.config.run_seeds)
+    return StageResult(outputs, digest=represent_digest(outputs))
+
+
+def represent_digest(outputs: list) -> str:
+    """What downstream depends on: the fit keys each model folder (and its other seeds'
+    fits) was built from, not its bytes, which hold timings. results/search.csv holds only
+    what those keys determine (and timings), so it is left out."""
+    parts = {}
+    for path in outputs:
+        if path.is_dir():
+            fits = [path / "fit.json", *sorted(path.glob("seed-*/fit.json"))]
+            parts[path.name] = [read_json(f).get("key") for f in fits if f.is_file()]
+    return hash_obj(parts)
 
 
 def evaluate(ctx: Context) -> StageResult:
@@ -68,7 +77,7 @@ def evaluate(ctx: Context) -> StageResult:
 
     ds = Dataset.load(ctx.workdir, features=False)
     outputs = evaluate_all(ctx.config.evaluate, ctx.config.represent, ctx.workdir, ds,
-                           ctx.console, ctx.show_progress)
+                           ctx.console, ctx.show_progress, seeds=ctx.config.run_seeds)
     return StageResult(outputs)
 
 

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from lvlmrec.errors import StageError
 from lvlmrec.evaluate.ranking import (Ranking, contains, rank_users, ranking_from_top,
-                                      restrict_columns, row_keys, score_block)
+                                      restrict_columns, row_keys, score_block, tie_order,
+                                      tied_at)
 
 PROTOCOLS = ("full", "covered", "sampled")
 
@@ -76,11 +77,11 @@ def make_task(protocol: str, split: str, history: sp.csr_matrix, target: sp.csr_
 
 
 def evaluate_task(model, task: Task, ks, block_size: int = 2048, show_progress: bool = True,
-                  desc: str = "evaluate") -> Ranking:
+                  desc: str = "evaluate", tie_seed: int = 0) -> Ranking:
     if task.negatives is not None:
-        return rank_sampled(model, task, ks, block_size, show_progress, desc)
+        return rank_sampled(model, task, ks, block_size, show_progress, desc, tie_seed)
     return rank_users(model, task.users, task.history, task.target, ks, block_size,
-                      task.candidates, show_progress, desc)
+                      task.candidates, show_progress, desc, tie_seed)
 
 
 def describe_protocol(task: Task) -> str:
@@ -132,13 +133,17 @@ def sample_negatives(excluded: sp.csr_matrix, users: np.ndarray, n: int,
 
 
 def rank_sampled(model, task: Task, ks, block_size: int = 2048, show_progress: bool = True,
-                 desc: str = "evaluate") -> Ranking:
-    """Metrics within each user's pool (targets + sampled negatives), ties by lower id."""
+                 desc: str = "evaluate", tie_seed: int = 0) -> Ranking:
+    """Metrics within each user's pool (targets + sampled negatives), ties broken by the
+    seeded permutation `tie_order`."""
     users, target = task.users, task.target
     n_items = target.shape[1]
     n_neg = task.negatives.shape[1]
     width = n_neg + int(np.diff(target.indptr)[users].max(initial=0))
     top = np.full((len(users), min(max(ks), width)), -1, dtype=np.int64)
+    tied = {k: np.zeros(len(users), dtype=bool) for k in ks}
+    # padding (-1) sorts after every real item
+    tie_rank = np.append(tie_order(n_items, tie_seed), n_items)
     starts = range(0, len(users), block_size)
     for start in tqdm(starts, desc=desc, disable=not show_progress, unit="block", leave=False):
         block = users[start:start + block_size]
@@ -152,9 +157,14 @@ def rank_sampled(model, task: Task, ks, block_size: int = 2048, show_progress: b
         pool_scores = torch.gather(scores, 1, torch.from_numpy(np.maximum(pool, 0))).numpy()
         del scores
         pool_scores = np.where(np.isnan(pool_scores) | (pool < 0), -np.inf, pool_scores)
-        order = np.lexsort((np.where(pool < 0, n_items, pool), -pool_scores), axis=1)
+        order = np.lexsort((tie_rank[pool], -pool_scores), axis=1)
+        sorted_scores = np.take_along_axis(pool_scores, order, axis=1)
         ranked = np.take_along_axis(pool, order, axis=1)[:, :top.shape[1]]
-        ranked_scores = np.take_along_axis(pool_scores, order, axis=1)[:, :top.shape[1]]
+        ranked_scores = sorted_scores[:, :top.shape[1]]
         ranked[np.isneginf(ranked_scores)] = -1
         top[start:start + len(block)] = ranked
-    return ranking_from_top(top, users, task.history, target, ks)
+        for k, flags in tied_at(sorted_scores, ks).items():
+            tied[k][start:start + len(block)] = flags
+    ranking = ranking_from_top(top, users, task.history, target, ks)
+    ranking.tied = tied
+    return ranking

@@ -5,10 +5,14 @@ For each block of users: the model's scores for all items, the user's history ma
 multi-threaded `topk`, then every metric from the (block, K) hit matrix. Memory is bounded
 by block_size x n_items floats; the users x items score matrix never exists whole.
 
-Ties are broken by the lower item id, the same for every model: `topk` takes K + 1
-items, and a row whose K-th and (K+1)-th scores are equal (the only case where the top-K
-*set* depends on the tie-break) is re-ranked exactly; within the top K, equal scores are
-ordered by item id. NaN scores count as -inf. Items at -inf (masked) are never returned;
+Ties are broken by a seeded permutation of the item ids (`tie_order`), the same for every
+model, never by the item id itself (ids often follow popularity or insertion order, so a
+lower-id rule quietly favours some items and so some models): `topk` takes K + 1 items,
+and a row whose K-th and (K+1)-th scores are equal (the only case where the top-K *set*
+depends on the tie-break) is re-ranked exactly; within the top K, equal scores are ordered
+by their place in the permutation. Such rows are counted (`Ranking.tied`): a model whose
+scores tie at the cut-off for many users is partly ranked by the coin, and the report says
+so. NaN scores count as -inf. Items at -inf (masked) are never returned;
 a row with fewer than K rankable items is padded with -1.
 
 Metric definitions (per user u with target set T, |T| = n >= 1, top-K list r_1..r_K,
@@ -26,6 +30,7 @@ Users without targets are skipped (they are not averaged as zeros).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -42,17 +47,66 @@ def metric_columns(ks: Sequence[int]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- top-k
-def topk_block(scores: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
-    """Row-wise top-k item ids of a (b, n) score block, best first, ties by lower id.
+@functools.lru_cache(maxsize=8)
+def tie_order(n_items: int, seed: int = 0) -> np.ndarray:
+    """Tie-break rank of every item: among equal scores, lower rank comes first.
+
+    rank[i] is item i's place in `numpy.random.default_rng(seed).permutation(n_items)`;
+    the array is read-only and shared (cached per (n_items, seed)).
+    """
+    rank = np.empty(n_items, dtype=np.int64)
+    rank[np.random.default_rng(seed).permutation(n_items)] = np.arange(n_items)
+    rank.flags.writeable = False
+    return rank
+
+
+def tie_record(n_items: int, seed: int) -> dict:
+    """What run.json says about the tie-break, enough to rebuild it."""
+    import hashlib
+
+    perm = np.argsort(tie_order(n_items, seed))
+    return {"method": "seeded permutation of item ids", "seed": int(seed),
+            "n_items": int(n_items),
+            "rule": "among equal scores, the item earlier in "
+                    "numpy.random.default_rng(seed).permutation(n_items) ranks higher",
+            "permutation_sha256": hashlib.sha256(perm.astype("<i8").tobytes()).hexdigest()}
+
+
+def tied_at(sorted_vals: np.ndarray, ks: Sequence[int]) -> dict[int, np.ndarray]:
+    """K -> per row: does the K-th best finite score equal the (K+1)-th (a tie at the
+    cut-off, where the tie-break decides which items make the top K)?"""
+    out = {}
+    for k in ks:
+        if k < sorted_vals.shape[1]:
+            kth = sorted_vals[:, k - 1]
+            out[k] = np.isfinite(kth) & (kth == sorted_vals[:, k])
+        else:  # every rankable item is in the top K: nothing is cut
+            out[k] = np.zeros(sorted_vals.shape[0], dtype=bool)
+    return out
+
+
+def topk_block(scores: np.ndarray | torch.Tensor, k: int,
+               tie_rank: np.ndarray | None = None) -> np.ndarray:
+    """Row-wise top-k item ids of a (b, n) score block, best first, ties by `tie_rank`
+    (default: `tie_order(n)`).
 
     -inf and NaN entries are never returned; rows with fewer than k such finite scores are
     padded with -1. The block may be modified in place (NaN replaced by -inf).
     """
+    return topk_with_values(scores, k, tie_rank)[0]
+
+
+def topk_with_values(scores: np.ndarray | torch.Tensor, k: int,
+                     tie_rank: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`topk_block` plus the (b, min(k + 1, n)) best scores of each row, sorted (for
+    `tied_at`)."""
     scores = torch.as_tensor(scores)
     b, n = scores.shape
     k = min(k, n)
     if b == 0 or k == 0:
-        return np.full((b, k), -1, dtype=np.int64)
+        return np.full((b, k), -1, dtype=np.int64), np.empty((b, 0), dtype=np.float32)
+    if tie_rank is None:
+        tie_rank = tie_order(n)
     vals, idx = torch.topk(scores, min(k + 1, n), dim=1, sorted=True)
     nan_rows = torch.isnan(vals).any(dim=1)
     if bool(nan_rows.any()):
@@ -62,7 +116,7 @@ def topk_block(scores: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
         vals[rows], idx[rows] = torch.topk(fixed, vals.shape[1], dim=1, sorted=True)
     vals_np, idx_np = vals.numpy(), idx.numpy().astype(np.int64)
     top_vals, top = vals_np[:, :k], idx_np[:, :k]
-    order = np.lexsort((top, -top_vals), axis=1)
+    order = np.lexsort((tie_rank[top], -top_vals), axis=1)
     top = np.take_along_axis(top, order, axis=1)
     top_vals = np.take_along_axis(top_vals, order, axis=1)
     if k < n:
@@ -71,10 +125,10 @@ def topk_block(scores: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
         for row in np.flatnonzero(vals_np[:, k - 1] == vals_np[:, k]):
             s = scores[row].numpy()
             cand = np.flatnonzero(s >= vals_np[row, k - 1])
-            best = cand[np.lexsort((cand, -s[cand]))[:k]]
+            best = cand[np.lexsort((tie_rank[cand], -s[cand]))[:k]]
             top[row], top_vals[row] = best, s[best]
     top[np.isneginf(top_vals)] = -1
-    return top
+    return top, vals_np
 
 
 def mask_block(scores: torch.Tensor, history: sp.csr_matrix,
@@ -150,6 +204,8 @@ class Ranking:
 
     per_user: pd.DataFrame
     top: np.ndarray  # (n_users, K) item ids, -1 padded
+    #: K -> per user: was the K-th score tied with the (K+1)-th (see `tied_at`)?
+    tied: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def score_block(model, users: np.ndarray, hist: sp.csr_matrix, n_items: int) -> torch.Tensor:
@@ -166,9 +222,19 @@ def score_block(model, users: np.ndarray, hist: sp.csr_matrix, n_items: int) -> 
 
 def iter_topk(model, user_ids: np.ndarray, history: sp.csr_matrix, k: int,
               block_size: int = 2048, candidates: np.ndarray | None = None,
-              show_progress: bool = True, desc: str = "rank",
+              show_progress: bool = True, desc: str = "rank", tie_seed: int = 0,
               ) -> Iterator[tuple[slice, np.ndarray]]:
     """(positions in user_ids, top-k ids) per block: scores, history masked, top-k."""
+    for pos, top, _ in iter_topk_values(model, user_ids, history, k, block_size, candidates,
+                                        show_progress, desc, tie_seed):
+        yield pos, top
+
+
+def iter_topk_values(model, user_ids: np.ndarray, history: sp.csr_matrix, k: int,
+                     block_size: int = 2048, candidates: np.ndarray | None = None,
+                     show_progress: bool = True, desc: str = "rank", tie_seed: int = 0,
+                     ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """`iter_topk` plus each block's sorted best k + 1 scores (`topk_with_values`)."""
     history = sp.csr_matrix(history)
     n_items = history.shape[1]
     excluded = None
@@ -177,15 +243,16 @@ def iter_topk(model, user_ids: np.ndarray, history: sp.csr_matrix, k: int,
         if candidates.shape != (n_items,):
             raise ValueError(f"candidates must be a boolean mask of {n_items} items")
         excluded = torch.from_numpy(np.flatnonzero(~candidates))
+    tie_rank = tie_order(n_items, tie_seed)
     starts = range(0, len(user_ids), block_size)
     for start in tqdm(starts, desc=desc, disable=not show_progress, unit="block", leave=False):
         users = user_ids[start:start + block_size]
         hist = history[users]
         scores = score_block(model, users, hist, n_items)
         mask_block(scores, hist, excluded)
-        top = topk_block(scores, k)
+        top, vals = topk_with_values(scores, k, tie_rank)
         del scores  # free this block before the next one is scored
-        yield slice(start, start + len(users)), top
+        yield slice(start, start + len(users)), top, vals
 
 
 def rank_users(
@@ -198,6 +265,7 @@ def rank_users(
     candidates: np.ndarray | None = None,
     show_progress: bool = True,
     desc: str = "evaluate",
+    tie_seed: int = 0,
 ) -> Ranking:
     """Metrics of `model` for the users in `user_ids` (rows of users x items matrices).
 
@@ -205,6 +273,7 @@ def rank_users(
     also what the model scores from. target: the held-out items to find; users without
     any are skipped. candidates: optional boolean mask over items; only these are ranked
     (targets outside it are ignored; see `protocols` for the covered subset).
+    tie_seed: the seed of the tie-break permutation (`tie_order`).
     """
     target = sp.csr_matrix(target)
     user_ids = np.asarray(user_ids, dtype=np.int64)
@@ -213,10 +282,15 @@ def rank_users(
     user_ids = user_ids[np.diff(target.indptr)[user_ids] > 0]
     max_k = max(ks)
     top = np.full((len(user_ids), min(max_k, target.shape[1])), -1, dtype=np.int64)
-    for pos, block_top in iter_topk(model, user_ids, history, max_k, block_size, candidates,
-                                    show_progress, desc):
+    tied = {k: np.zeros(len(user_ids), dtype=bool) for k in ks}
+    for pos, block_top, vals in iter_topk_values(model, user_ids, history, max_k, block_size,
+                                                 candidates, show_progress, desc, tie_seed):
         top[pos] = block_top
-    return ranking_from_top(top, user_ids, history, target, ks)
+        for k, flags in tied_at(vals, ks).items():
+            tied[k][pos] = flags
+    ranking = ranking_from_top(top, user_ids, history, target, ks)
+    ranking.tied = tied
+    return ranking
 
 
 def ranking_from_top(top: np.ndarray, user_ids: np.ndarray, history: sp.csr_matrix,
@@ -235,10 +309,11 @@ def ranking_from_top(top: np.ndarray, user_ids: np.ndarray, history: sp.csr_matr
 
 def evaluate_model(model, user_ids, history, target, ks: Sequence[int] = (5, 10, 20, 50),
                    block_size: int = 2048, candidates: np.ndarray | None = None,
-                   show_progress: bool = True, desc: str = "evaluate") -> pd.DataFrame:
+                   show_progress: bool = True, desc: str = "evaluate",
+                   tie_seed: int = 0) -> pd.DataFrame:
     """Per-user metrics only (see `rank_users`)."""
     return rank_users(model, user_ids, history, target, ks, block_size, candidates,
-                      show_progress, desc).per_user
+                      show_progress, desc, tie_seed).per_user
 
 
 def restrict_columns(matrix: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:

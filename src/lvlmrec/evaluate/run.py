@@ -4,12 +4,21 @@ Validation (history = train) is what selection and early stopping may look at; t
 (history = train + valid) is only reported. Outputs, all labelled with the protocol:
 
 results/per_user.parquet   one row per (representation, split, user): every metric
-results/metrics.csv        test means per representation (+ n_users)
+results/metrics.csv        test means per representation (+ n_users, n_seeds, the params it
+                           was fitted with as JSON; with several seeds, <metric>_std: the
+                           standard deviation of the per-seed means, ddof 1)
 results/metrics_valid.csv  validation means
+results/seeds.csv          with several seeds: the means of every fit, per seed
+results/ties.csv           per representation, split and K: users whose K-th and (K+1)-th
+                           scores tie (the seeded tie-break decided what made the top K)
 results/significance.csv   each representation vs the baseline (see `stats`)
 results/slices.csv         history length, item popularity, cold items (see `slices`)
-results/run.json           protocol, baseline, strategies and their sources, seeds,
-                           versions, timings
+results/run.json           protocol, baseline, strategies, their sources and params, seeds,
+                           the tie-break permutation, versions, timings
+
+With several run seeds, a seeded representation's per-user metrics are the mean over its
+fits (what per_user.parquet holds and the paired tests use); slices, ties and case studies
+come from the first seed's fit.
 """
 
 from __future__ import annotations
@@ -32,11 +41,11 @@ from lvlmrec.describe.store import DescriptionStore
 from lvlmrec.encode.store import TEXT_SOURCES, embedding_meta
 from lvlmrec.errors import ConfigError, StageError
 from lvlmrec.evaluate.protocols import Task, describe_protocol, evaluate_task, make_task
-from lvlmrec.evaluate.ranking import METRICS, metric_columns
+from lvlmrec.evaluate.ranking import METRICS, Ranking, metric_columns, tie_record
 from lvlmrec.evaluate.slices import slice_metrics
 from lvlmrec.evaluate.stats import compare_to_baseline
-from lvlmrec.represent.fit import load_model
-from lvlmrec.workdir import Workdir, write_csv, write_json, write_parquet
+from lvlmrec.represent.fit import fitted_params, load_model, model_folders
+from lvlmrec.workdir import Workdir, read_json, write_csv, write_json, write_parquet
 
 
 def split_matrices(ds: Dataset, split: str):
@@ -113,14 +122,43 @@ def strategy_records(workdir: Workdir, strategies: list[StrategyConfig]) -> list
     out = []
     for s in strategies:
         sources = {src: source_info(workdir, src) for src in (s.text, s.vision) if src}
+        fit_json = workdir.model_dir(s.name) / "fit.json"
+        search = read_json(fit_json).get("search") if fit_json.is_file() else None
         out.append({"name": s.name, "kind": s.kind, "text": s.text, "vision": s.vision,
-                    "scoring": s.scoring, "sources": sources})
+                    "scoring": s.scoring, "sources": sources,
+                    "params": fitted_params(workdir.model_dir(s.name)), "search": search})
     return out
 
 
+def seed_folders(workdir: Workdir, strategy: StrategyConfig,
+                 seeds: list[int]) -> dict[int, int | None]:
+    """seed -> the `load_model` seed argument (None: the primary folder) of each fit."""
+    if len(seeds) == 1:
+        return {seeds[0]: None}
+    folders = model_folders(workdir, strategy, seeds)
+    return {s: None if i == 0 else s for i, s in enumerate(folders)}
+
+
+def seed_mean(rankings: list[Ranking], cols: list[str]) -> pd.DataFrame:
+    """Per-user metrics averaged over the fits of several seeds (same users, same order)."""
+    out = rankings[0].per_user.copy()
+    if len(rankings) > 1:
+        out[cols] = np.mean([r.per_user[cols].to_numpy() for r in rankings], axis=0)
+    return out
+
+
+def ties_rows(ranking: Ranking) -> list[dict]:
+    n = len(ranking.per_user)
+    return [{"k": k, "n_users": n, "n_tied": int(flags.sum()),
+             "share_tied": float(flags.mean()) if n else 0.0}
+            for k, flags in ranking.tied.items()]
+
+
 def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Workdir,
-                 ds: Dataset, console: Console, show_progress: bool = True) -> list[Path]:
+                 ds: Dataset, console: Console, show_progress: bool = True,
+                 seeds: list[int] | None = None) -> list[Path]:
     configured = strategies.strategies
+    seeds = list(seeds) if seeds else [0]
     if not configured:
         raise ConfigError("no representations configured (represent.strategies is empty)")
     baseline = choose_baseline(cfg, configured)
@@ -137,22 +175,38 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
     label = describe_protocol(tasks["test"])
     console.print(f"  protocol: {label}; {len(tasks['test'].users)} test users")
     train_popularity = ds.item_popularity(("train",))
-    per_user, slices, timings = [], [], {}
-    names = tqdm([s.name for s in configured], desc="representations", unit="model",
-                 disable=not show_progress)
-    for name in names:
-        model = load_model(workdir, name, strategies.plugins)
+    cols = metric_columns(cfg.ks)
+    per_user, slices, timings, ties, per_seed = [], [], {}, [], []
+    if len(seeds) > 1:
+        from lvlmrec.represent.registry import load_plugins
+
+        load_plugins(strategies.plugins)  # which kinds are seeded
+    for strategy in tqdm(configured, desc="representations", unit="model",
+                         disable=not show_progress):
+        name = strategy.name
         t0 = time.perf_counter()
+        rankings: dict[str, list[Ranking]] = {split: [] for split in tasks}
+        fits = seed_folders(workdir, strategy, seeds)
+        for seed, folder_seed in fits.items():
+            model = load_model(workdir, name, folder_seed, strategies.plugins)
+            for split, task in tasks.items():
+                desc = f"{name} [{split}]" + (f" seed {seed}" if len(fits) > 1 else "")
+                ranking = evaluate_task(model, task, cfg.ks, cfg.block_size, show_progress,
+                                        desc=desc, tie_seed=cfg.seed)
+                rankings[split].append(ranking)
+                per_seed.append({"representation": name, "split": split, "seed": seed,
+                                 **ranking.per_user[cols].mean().to_dict()})
         for split, task in tasks.items():
-            ranking = evaluate_task(model, task, cfg.ks, cfg.block_size, show_progress,
-                                    desc=f"{name} [{split}]")
-            per_user.append(ranking.per_user.assign(representation=name, split=split))
+            first = rankings[split][0]
+            per_user.append(seed_mean(rankings[split], cols)
+                            .assign(representation=name, split=split))
+            ties += [{"representation": name, "split": split, **row}
+                     for row in ties_rows(first)]
             if split == "test":
-                slices.append(slice_metrics(ranking, task.target, train_popularity, metrics)
+                slices.append(slice_metrics(first, task.target, train_popularity, metrics)
                               .assign(representation=name))
         timings[name] = round(time.perf_counter() - t0, 3)
 
-    cols = metric_columns(cfg.ks)
     per_user_df = pd.concat(per_user, ignore_index=True)
     per_user_df.insert(0, "protocol", cfg.protocol)
     lead = ["protocol", "representation", "split", "user_id", "n_targets", "n_history"]
@@ -160,6 +214,9 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
     grouped = per_user_df.groupby(["representation", "split"], sort=False)
     summary = grouped[cols].mean().join(grouped.size().rename("n_users")).reset_index()
     summary.insert(1, "protocol", cfg.protocol)
+    records = strategy_records(workdir, configured)
+    summary = with_seed_columns(summary, pd.DataFrame(per_seed), cols, len(seeds) > 1,
+                                records)
     test_users = per_user_df[per_user_df["split"] == "test"]
     t0 = time.perf_counter()
     significance = compare_to_baseline(test_users, baseline, metrics, cfg.n_bootstrap,
@@ -175,8 +232,14 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
     paths = {
         "per_user": out / "per_user.parquet", "metrics": workdir.metrics_path,
         "metrics_valid": out / "metrics_valid.csv", "significance": out / "significance.csv",
-        "slices": out / "slices.csv",
+        "slices": out / "slices.csv", "ties": out / "ties.csv",
     }
+    if len(seeds) > 1:
+        paths["seeds"] = out / "seeds.csv"
+        write_csv(paths["seeds"], pd.DataFrame(per_seed))
+    else:
+        (out / "seeds.csv").unlink(missing_ok=True)
+    write_csv(paths["ties"], pd.DataFrame(ties))
     write_parquet(paths["per_user"], per_user_df)
     write_csv(paths["metrics"], summary[summary["split"] == "test"].drop(columns="split"))
     write_csv(paths["metrics_valid"], summary[summary["split"] == "valid"].drop(columns="split"))
@@ -194,18 +257,41 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
         "significance_metrics": metrics,
         "baseline": baseline,
         "seed": cfg.seed,
+        "tie_break": tie_record(ds.n_items, cfg.seed),
+        "seeds": seeds,
         "n_bootstrap": cfg.n_bootstrap,
         "n_permutations": cfg.n_permutations,
         "n_users": int(ds.n_users),
         "n_items": int(ds.n_items),
         "n_users_evaluated": {split: int(len(t.users)) for split, t in tasks.items()},
-        "representations": strategy_records(workdir, configured),
+        "representations": records,
         "evaluate_seconds": timings,
         "statistics_seconds": round(stats_seconds, 3),
     })
     console.print(f"  baseline {baseline}; significance over {len(test_users) // len(timings)} "
                   f"users in {stats_seconds:.1f}s")
     return [*paths.values(), workdir.run_json]
+
+
+def with_seed_columns(summary: pd.DataFrame, per_seed: pd.DataFrame, cols: list[str],
+                      several: bool, records: list[dict]) -> pd.DataFrame:
+    """metrics.csv's extra columns: n_seeds, params (JSON) and, with several run seeds,
+    <metric>_std over the per-seed means (0 for a deterministic representation, fitted
+    once because every seed would give the same model)."""
+    import json
+
+    counts = per_seed.groupby(["representation", "split"])["seed"].nunique()
+    summary["n_seeds"] = [int(counts[(r, s)]) for r, s in
+                          zip(summary["representation"], summary["split"])]
+    params = {r["name"]: json.dumps(r["params"] or {}, sort_keys=True, default=str)
+              for r in records}
+    summary["params"] = summary["representation"].map(params)
+    if several:
+        std = per_seed.groupby(["representation", "split"])[cols].std(ddof=1)
+        std.columns = [f"{c}_std" for c in cols]
+        summary = summary.merge(std.reset_index(), on=["representation", "split"],
+                                how="left").fillna({c: 0.0 for c in std.columns})
+    return summary
 
 
 def _versions() -> dict[str, str]:

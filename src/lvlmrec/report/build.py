@@ -28,6 +28,7 @@ from lvlmrec.evaluate.run import active_descriptions, covered_items
 from lvlmrec.evaluate.stats import significance_mark
 from lvlmrec.report import figures
 from lvlmrec.report.cases import CaseStudy, build_case_studies, thumbnail
+from lvlmrec.report.search import Section, fairness_sections, seed_column
 from lvlmrec.workdir import Workdir, read_json, write_bytes, write_text
 
 TABLE_COLUMNS = ["recall@10", "ndcg@10", "recall@20", "ndcg@20"]
@@ -226,8 +227,10 @@ def build_report(cfg: ReportConfig, workdir: Workdir, console: Console,
                                    cfg.n_case_studies, res.run.get("seed", 0),
                                    candidates=candidates)
     steps.update()
-    table = significance_table(res, metrics, res.order(metric))
-    page = Page(workdir, ds, res, table, figs, notes, cases, compare, metric)
+    table = seed_column(significance_table(res, metrics, res.order(metric)), res.metrics,
+                        metric)
+    page = Page(workdir, ds, res, table, figs, notes, cases, compare, metric,
+                fairness_sections(workdir, res.run, metric))
     outputs = [page.write_figures(), page.write_markdown(), page.write_html()]
     steps.update()
     steps.close()
@@ -246,6 +249,7 @@ class Page:
     cases: list[CaseStudy]
     compare: list[str]
     metric: str
+    sections: list[Section] = dataclasses.field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.descriptions = active_descriptions(self.workdir)
@@ -316,6 +320,10 @@ class Page:
                  f"## Results (test split, protocol: {self.res.run['protocol']})", "",
                  self.table.map(lambda v: v.replace("*", "\\*") if isinstance(v, str)
                                 else v).to_markdown(index=False), ""]
+        for section in self.sections:
+            lines += [f"## {section.title}", "", *[f"{p}  " for p in section.paragraphs], ""]
+            if section.table is not None:
+                lines += [section.table.to_markdown(index=False), ""]
         lines += ["## Figures", ""]
         for fig in self.figs:
             lines += [f"![{fig.name}](figures/{fig.name}.png)", "", f"*{fig.caption}*", ""]
@@ -369,6 +377,12 @@ class Page:
         parts += [f"<p>{_inline_markdown(e(s))}</p>" for s in self.intro()]
         parts += [f"<h2>Results (test split, protocol: {e(self.res.run['protocol'])})</h2>",
                   self.table.to_html(index=False, classes="results", border=0, escape=True)]
+        for section in self.sections:
+            parts.append(f"<h2>{e(section.title)}</h2>")
+            parts += [f"<p>{_inline_markdown(e(p))}</p>" for p in section.paragraphs]
+            if section.table is not None:
+                parts.append(section.table.to_html(index=False, classes="results", border=0,
+                                                   escape=True))
         parts.append("<h2>Figures</h2>")
         for fig in self.figs:
             parts.append(f"<figure><img alt='{e(fig.name)}' src='{_data_uri(fig.png, 'png')}'>"

@@ -58,8 +58,7 @@ class Recommender:
 
     #: a short human name for tables; the registry name is the config's `name`.
     label: str = ""
-    #: the default search space (param name -> candidate values) hyperparameter search
-    #: uses for this kind; empty when tuning does not matter.
+    #: param -> values tried by `search: default` (represent/search.py); empty: none
     search_space: ClassVar[dict[str, list]] = {}
 
     # ------------------------------------------------------------------ protocol
@@ -258,18 +257,22 @@ def _is_state_name(name: object) -> bool:
         and name.isidentifier()
 
 
-def top_k(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the k largest finite scores, best first, ties by lower id."""
+def top_k(scores: np.ndarray, k: int, tie_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the k largest finite scores, best first; equal scores are
+    ordered by the seeded permutation the evaluator uses (`evaluate.ranking.tie_order`),
+    never by the lower id."""
+    from lvlmrec.evaluate.ranking import tie_order
+
     finite = np.flatnonzero(np.isfinite(scores))
     k = min(k, len(finite))
     if k == 0:
         return np.empty(0, np.int64), np.empty(0, np.float64)
     vals = scores[finite]
     part = np.argpartition(-vals, k - 1)[:k] if k < len(vals) else np.arange(len(vals))
-    # include every item tied with the k-th score so the id tie-break is exact
+    # include every item tied with the k-th score so the tie-break is exact
     kth = vals[part].min()
     cand = np.flatnonzero(vals >= kth)
-    order = np.lexsort((finite[cand], -vals[cand]))[:k]
+    order = np.lexsort((tie_order(len(scores), tie_seed)[finite[cand]], -vals[cand]))[:k]
     idx = finite[cand[order]]
     return idx.astype(np.int64), scores[idx]
 

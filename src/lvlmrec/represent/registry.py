@@ -21,6 +21,7 @@ from lvlmrec.represent.cf import BPRMF, LightGCN
 from lvlmrec.represent.content import ConcatFusion, ContentRecommender, NaiveFusion
 from lvlmrec.represent.fusion import AttentionFusion, CrossModalFusion, GatingFusion
 from lvlmrec.represent.linear import EASE, IALS
+from lvlmrec.represent.search import search_spec
 from lvlmrec.represent.smore import SMORE
 
 REGISTRY: dict[str, type[Recommender]] = {}
@@ -86,14 +87,28 @@ def load_plugins(modules: list[str]) -> None:
                               "must be importable: installed, or on PYTHONPATH)") from None
 
 
-def build(strategy: StrategyConfig, seed: int = 0) -> Recommender:
-    """Instantiate the strategy's model with its settings (not fitted)."""
+def kind_class(strategy: StrategyConfig) -> type[Recommender]:
     cls = REGISTRY.get(strategy.kind)
     if cls is None:
         raise ConfigError(
             f"representation {strategy.name!r}: unknown kind {strategy.kind!r}; "
             f"known kinds: {', '.join(sorted(REGISTRY))}"
         )
+    return cls
+
+
+def seeded(strategy: StrategyConfig) -> bool:
+    """Does the kind take a seed (so several seeds give several fits)?"""
+    return "seed" in inspect.signature(kind_class(strategy).__init__).parameters
+
+
+def build(strategy: StrategyConfig, seed: int = 0) -> Recommender:
+    """Instantiate the strategy's model with its settings (not fitted).
+
+    A strategy with a search (represent/search.py) is checked whole (every searched key
+    accepted, no empty list) and built with the first value of each searched param.
+    """
+    cls = kind_class(strategy)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     kwargs: dict[str, Any] = {}
     if "source" in accepted:
@@ -122,7 +137,7 @@ def build(strategy: StrategyConfig, seed: int = 0) -> Recommender:
             f"representation {strategy.name!r}: unknown params {sorted(unknown)} for kind "
             f"{strategy.kind!r}; accepted: {sorted(accepted)}"
         )
-    kwargs.update(strategy.params)
+    kwargs.update(search_spec(strategy, cls).first())
     model = cls(**kwargs)
     try:
         model.check_params()

@@ -42,7 +42,7 @@ class ExactIndex:
 
     def search(self, query: np.ndarray, k: int,
                exclude: Iterable[int] = ()) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item ids and cosines to a unit `query`, best first, ties by lower id."""
+        """Top-k item ids and cosines to a unit `query`, best first, ties as in `top_k`."""
         if not np.any(query):
             return np.empty(0, np.int64), np.empty(0, np.float64)
         scores = (self.vectors @ np.asarray(query, np.float32)).astype(np.float64)

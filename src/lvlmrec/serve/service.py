@@ -256,7 +256,7 @@ def load_run(workdir: str | Path | Workdir, index: str = "exact", max_k: int = 1
     for name in _model_names(wd, list(strategies)):
         say(f"loading representation {name}")
         try:
-            model = load_model(wd, name, plugins)
+            model = load_model(wd, name, plugins=plugins)
             if model.n_items != ds.n_items:
                 raise StageError(f"it scores {model.n_items} items but the dataset has "
                                  f"{ds.n_items}: refit it (lvlmrec represent)")
