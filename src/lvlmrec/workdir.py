@@ -372,8 +372,11 @@ class ContentHasher:
 
     def save(self) -> None:
         """Write the memo back (atomically; a concurrent writer at worst costs a rehash)."""
-        if self._dirty and self.root is not None and (self.root / ".lvlmrec").parent.is_dir():
-            write_text(self.root / HASH_MEMO, json.dumps(self._memo, separators=(",", ":")))
+        if self._dirty and self.root is not None and self.root.is_dir():
+            try:
+                write_text(self.root / HASH_MEMO, json.dumps(self._memo, separators=(",", ":")))
+            except OSError:
+                pass  # a read-only workdir: the memo is only a cache
             self._dirty = False
 
 
