@@ -227,6 +227,8 @@ def run_pipeline(
     once a stage has gone through (ran or was current), so a command that fails first
     leaves config.yaml as it was."""
     console = console or Console()
+    if workdir.root.is_dir():
+        clean_run_temps(workdir)  # half-written files of a killed earlier run (dead pids only)
     force_set = _check_stage_names(only, force)
     workdir.root.mkdir(parents=True, exist_ok=True)
     ctx = Context(workdir, config, console, show_progress, ContentHasher(workdir))
@@ -236,7 +238,6 @@ def run_pipeline(
 
 def _run_stages(ctx: Context, only: list[str] | None, force: set[str]) -> list[dict[str, Any]]:
     console, workdir = ctx.console, ctx.workdir
-    clean_run_temps(workdir)  # half-written files of a killed earlier run
     book = StageBook(workdir, ctx.hasher)
     summary = []
     for stage in _stages():

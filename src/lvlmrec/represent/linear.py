@@ -20,7 +20,8 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from lvlmrec.represent.base import Recommender, TrainData, binary_csr
+from lvlmrec.represent.base import (Recommender, TrainData, binary_csr, check_choice, check_int,
+                                    check_number)
 from lvlmrec.represent.training import torch_threads
 
 #: floats of per-interaction outer products (nnz x d x d) accumulated at once
@@ -43,9 +44,11 @@ class EASE(Recommender):
     def __init__(self, l2: float = 250.0):
         self.l2 = l2
 
+    def check_params(self) -> None:
+        check_number("l2", self.l2, 0.0, strict=True)
+
     def fit(self, data: TrainData) -> EASE:
-        if not self.l2 > 0:
-            raise ValueError(f"l2 must be positive, not {self.l2}")
+        self.check_params()
         x = binary_csr(data.train)
         dtype = np.float64 if x.shape[1] <= 20_000 else np.float32
         gram = (x.T @ x).toarray().astype(dtype)
@@ -103,16 +106,16 @@ class IALS(Recommender):
         self.num_threads = num_threads
         self.seed = seed
 
-    def _check(self) -> None:
-        if self.solver not in ("exact", "cg"):
-            raise ValueError(f"solver must be 'exact' or 'cg', not {self.solver!r}")
-        if self.factors < 1 or self.iterations < 1 or self.cg_steps < 1:
-            raise ValueError("factors, iterations and cg_steps must be at least 1")
-        if self.regularization < 0 or self.unobserved_weight < 0:
-            raise ValueError("regularization and unobserved_weight must be non-negative")
+    def check_params(self) -> None:
+        check_choice("solver", self.solver, ("exact", "cg"))
+        for name in ("factors", "iterations", "cg_steps"):
+            check_int(name, getattr(self, name), 1)
+        check_int("num_threads", self.num_threads, 1, allow_none=True)
+        for name in ("regularization", "unobserved_weight", "reg_exponent", "init_std"):
+            check_number(name, getattr(self, name), 0.0)
 
     def fit(self, data: TrainData) -> IALS:
-        self._check()
+        self.check_params()
         with torch_threads(self.num_threads):
             x = binary_csr(data.train)
             xt = x.T.tocsr()
