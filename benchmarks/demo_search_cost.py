@@ -21,11 +21,7 @@ and the command).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -78,7 +74,9 @@ def main() -> None:
     n_items = args.n_items or config.dataset.n_items
     before = {s.name: s for s in load_config(args.untuned_config).represent.strategies} \
         if args.untuned_config else {}
-    load_before = os.getloadavg()
+    from _results import Load, save_results
+
+    load = Load()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Workdir(tmp)
@@ -117,23 +115,14 @@ def main() -> None:
             print(json.dumps(rows[-1]))
     total = round(sum(r["added_seconds"] for r in rows), 2)
     total_cpu = round(sum(r["added_cpu_seconds"] for r in rows), 2)
-    result = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version()},
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    save_results("demo_search_cost", {
         "untuned": args.untuned_config or "kind defaults for the searched params",
         "n_items": n_items, "n_users": config.dataset.n_users,
         "search": config.represent.search.model_dump(),
         "strategies": rows, "added_seconds_total": total,
         "added_cpu_seconds_total": total_cpu,
-    }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"added_seconds_total={total} added_cpu_seconds_total={total_cpu} (measured under "
-          f"load {result['load_average_before']})")
+    }, load, Path(args.out))
+    print(f"added_seconds_total={total} added_cpu_seconds_total={total_cpu}")
 
 
 if __name__ == "__main__":

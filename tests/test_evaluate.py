@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from lvlmrec.evaluate.protocols import evaluate_task, make_task, sample_negatives
-from lvlmrec.evaluate.ranking import METRICS, rank_users, tie_order, topk_block
+from lvlmrec.evaluate.ranking import rank_users, tie_order, topk_block
 from lvlmrec.represent.base import TrainData
 from lvlmrec.represent.content import ContentRecommender
 

@@ -248,7 +248,6 @@ def _csv_catalog(root, pictures):
 
 @pytest.mark.parametrize("case", ["absolute", "dotdot", "symlink", "symlink_by_id"])
 def test_image_paths_outside_the_run_are_refused_at_prepare(tmp_path, case, capsys):
-    from lvlmrec.cli import app
 
     data = tmp_path / "data"
     pics = data / "pics"
