@@ -184,6 +184,8 @@ def generate_synthetic(
     mean_interactions: float = 12.0,
     show_progress: bool = True,
     image_prefix: str = "dataset/images",
+    split: str = "random",
+    cold_fraction: float = 0.2,
 ) -> Dataset:
     """Draw the demo catalog's images into `out_dir/images` and return the validated dataset.
 
@@ -204,6 +206,12 @@ def generate_synthetic(
         "user_id": np.arange(n_users),
         "source_id": [f"U{u + 1:05d}" for u in range(n_users)],
     })
+    filters = []
+    if split == "cold_items":  # the random 60/20/20 labels above are replaced
+        from lvlmrec.data.cold import cold_split_frame
+
+        interactions, users, filters = cold_split_frame(interactions, users, cold_fraction,
+                                                        seed)
 
     image_dir = Path(out_dir) / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -223,6 +231,7 @@ def generate_synthetic(
             "image_size": image_size, "min_interactions": min_interactions,
             "mean_interactions": mean_interactions,
         },
+        **({"filters": filters} if filters else {}),
     })
     ds.validate("synthetic catalog")
     return ds
