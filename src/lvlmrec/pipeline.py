@@ -110,6 +110,9 @@ def run_pipeline(
 ) -> list[dict[str, Any]]:
     """Run (or skip) the stages in order; returns one summary dict per stage."""
     console = console or Console()
+    from lvlmrec.evaluate.cold import check_config
+
+    check_config(config, workdir)  # a cold protocol without cold items fails before any work
     ctx = Context(workdir, config, console, show_progress)
     workdir.root.mkdir(parents=True, exist_ok=True)
     _save_config(config, workdir)

@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 
 from lvlmrec import __version__
 from lvlmrec.config import EvaluateConfig, RepresentConfig, StrategyConfig
+from lvlmrec.evaluate import cold
 from lvlmrec.data.schema import Dataset
 from lvlmrec.describe.run import read_active
 from lvlmrec.describe.store import DescriptionStore
@@ -125,6 +126,11 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
         raise ConfigError("no representations configured (represent.strategies is empty)")
     baseline = choose_baseline(cfg, configured)
     metrics = main_metrics(cfg)
+    cold.check_protocol(cfg.protocol, ds.interactions, ds.n_items)
+    unranked = cold.needs_interactions(workdir, [s.name for s in configured], cfg.protocol)
+    if baseline in unranked:
+        raise ConfigError(f"evaluate.baseline: {baseline!r} cannot score items it never saw "
+                          f"in training ({cold.NA_NOTE}); choose a content representation")
     covered = covered_items(workdir, ds.n_items) if cfg.protocol == "covered" else None
     tasks: dict[str, Task] = {}
     for split in ("valid", "test"):
@@ -138,7 +144,8 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
     console.print(f"  protocol: {label}; {len(tasks['test'].users)} test users")
     train_popularity = ds.item_popularity(("train",))
     per_user, slices, timings = [], [], {}
-    names = tqdm([s.name for s in configured], desc="representations", unit="model",
+    names = tqdm([s.name for s in configured if s.name not in unranked],
+                 desc="representations", unit="model",
                  disable=not show_progress)
     for name in names:
         model = load_model(workdir, name)
@@ -148,7 +155,9 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
                                     desc=f"{name} [{split}]")
             per_user.append(ranking.per_user.assign(representation=name, split=split))
             if split == "test":
-                slices.append(slice_metrics(ranking, task.target, train_popularity, metrics)
+                slices.append(slice_metrics(ranking, task.target, train_popularity, metrics,
+                                            model.scores_unseen_items, cfg.n_bootstrap,
+                                            cfg.seed)
                               .assign(representation=name))
         timings[name] = round(time.perf_counter() - t0, 3)
 
@@ -160,6 +169,10 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
     grouped = per_user_df.groupby(["representation", "split"], sort=False)
     summary = grouped[cols].mean().join(grouped.size().rename("n_users")).reset_index()
     summary.insert(1, "protocol", cfg.protocol)
+    if unranked:  # marked, never given zeros (evaluate/cold.py)
+        na = cold.na_rows(unranked, cols, cfg.protocol)
+        summary = pd.concat([summary.assign(note=""), na.assign(split="test"),
+                             na.assign(split="valid")], ignore_index=True)
     test_users = per_user_df[per_user_df["split"] == "test"]
     t0 = time.perf_counter()
     significance = compare_to_baseline(test_users, baseline, metrics, cfg.n_bootstrap,
@@ -169,7 +182,8 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
     slices_df = pd.concat(slices, ignore_index=True)
     slices_df.insert(0, "protocol", cfg.protocol)
     slices_df = slices_df[["protocol", "representation", "slice", "bin", "bin_order",
-                           "bin_range", "metric", "value", "n_users"]]
+                           "bin_range", "metric", "value", "ci_low", "ci_high", "n_users",
+                           "n_targets", "note"]]
 
     out = workdir.results_dir
     paths = {
@@ -200,6 +214,7 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
         "n_items": int(ds.n_items),
         "n_users_evaluated": {split: int(len(t.users)) for split, t in tasks.items()},
         "representations": strategy_records(workdir, configured),
+        "needs_interactions": unranked,
         "evaluate_seconds": timings,
         "statistics_seconds": round(stats_seconds, 3),
     })

@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 from lvlmrec.config import ReportConfig
 from lvlmrec.data.schema import Dataset
 from lvlmrec.errors import ConfigError, StageError
+from lvlmrec.evaluate.cold import mark_na
 from lvlmrec.evaluate.run import active_descriptions, covered_items
 from lvlmrec.evaluate.stats import significance_mark
-from lvlmrec.report import figures
+from lvlmrec.report import cold, figures
 from lvlmrec.report.cases import CaseStudy, build_case_studies, thumbnail
 from lvlmrec.workdir import Workdir, read_json, write_bytes, write_text
 
@@ -47,7 +48,9 @@ def results_table(metrics: pd.DataFrame, sort_by: str = "recall@10") -> pd.DataF
     if "protocol" in metrics and (metrics["protocol"] != "full").any():
         cols.insert(1, "protocol")
     sort_by = sort_by if sort_by in metrics else "recall@10"
-    return metrics[cols].sort_values(sort_by, ascending=False).reset_index(drop=True)
+    cols += ["note"] if "note" in metrics else []
+    table = metrics[cols].sort_values(sort_by, ascending=False).reset_index(drop=True)
+    return mark_na(table, TABLE_COLUMNS)
 
 
 def print_table(table: pd.DataFrame, console: Console, title: str = "Test results") -> None:
@@ -74,7 +77,9 @@ class Results:
 
     @property
     def strategies(self) -> list[dict[str, Any]]:
-        return self.run["representations"]
+        """The ranked representations (a cold protocol leaves some n/a: report/cold.py)."""
+        unranked = set(self.run.get("needs_interactions") or [])
+        return [s for s in self.run["representations"] if s["name"] not in unranked]
 
     def order(self, metric: str) -> list[str]:
         """Representations, best first on `metric`."""
@@ -226,8 +231,12 @@ def build_report(cfg: ReportConfig, workdir: Workdir, console: Console,
                                    cfg.n_case_studies, res.run.get("seed", 0),
                                    candidates=candidates)
     steps.update()
-    table = significance_table(res, metrics, res.order(metric))
-    page = Page(workdir, ds, res, table, figs, notes, cases, compare, metric)
+    table = cold.na_table_rows(significance_table(res, metrics, res.order(metric)), res.run)
+    section = cold.cold_section(res.run, res.slices, res.significance,
+                                read_json(workdir.dataset_json).get("counts", {}), metric)
+    if section is not None:
+        figs.append(Figure("cold_items", section.caption, section.figure))
+    page = Page(workdir, ds, res, table, figs, notes, cases, compare, metric, section)
     outputs = [page.write_figures(), page.write_markdown(), page.write_html()]
     steps.update()
     steps.close()
@@ -246,6 +255,7 @@ class Page:
     cases: list[CaseStudy]
     compare: list[str]
     metric: str
+    cold: cold.ColdSection | None = None
 
     def __post_init__(self) -> None:
         self.descriptions = active_descriptions(self.workdir)
@@ -316,6 +326,8 @@ class Page:
                  f"## Results (test split, protocol: {self.res.run['protocol']})", "",
                  self.table.map(lambda v: v.replace("*", "\\*") if isinstance(v, str)
                                 else v).to_markdown(index=False), ""]
+        if self.cold is not None:
+            lines += cold.markdown(self.cold, "figures/cold_items.png")
         lines += ["## Figures", ""]
         for fig in self.figs:
             lines += [f"![{fig.name}](figures/{fig.name}.png)", "", f"*{fig.caption}*", ""]
@@ -369,6 +381,9 @@ class Page:
         parts += [f"<p>{_inline_markdown(e(s))}</p>" for s in self.intro()]
         parts += [f"<h2>Results (test split, protocol: {e(self.res.run['protocol'])})</h2>",
                   self.table.to_html(index=False, classes="results", border=0, escape=True)]
+        if self.cold is not None:
+            parts.append(cold.html(self.cold, _data_uri(self.cold.figure, "png"),
+                                   _inline_markdown))
         parts.append("<h2>Figures</h2>")
         for fig in self.figs:
             parts.append(f"<figure><img alt='{e(fig.name)}' src='{_data_uri(fig.png, 'png')}'>"

@@ -13,7 +13,7 @@ import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -57,6 +57,9 @@ class Recommender:
 
     #: a short human name for tables; the registry name is the config's `name`.
     label: str = ""
+    #: whether `score` ranks an item that had no training interaction on something learned
+    #: about it (its content); models that cannot are "n/a" under the cold protocols
+    scores_unseen_items: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ protocol
     def fit(self, data: TrainData) -> Recommender:
