@@ -315,7 +315,8 @@ def test_training_data_holds_no_cold_interaction(cold_data):
     assert data.valid[:, test_items].nnz == 0  # test targets are nowhere in TrainData
 
 
-def test_trained_models_never_see_cold_items_and_still_score_them(cold_data, monkeypatch):
+def test_trained_models_never_see_cold_items_and_still_score_them(cold_data, monkeypatch,
+                                                                  one_torch_thread):
     from lvlmrec.represent import cf, fusion, smore
     from lvlmrec.represent.baselines import Hybrid
 
@@ -349,7 +350,8 @@ def test_trained_models_never_see_cold_items_and_still_score_them(cold_data, mon
                                batch_size=64),
         fusion.GatingFusion(text="t", vision="v", hidden=16, epochs=2, batch_size=64,
                             objective="cooccur"),
-        smore.SMORE(text="t", vision="v", embedding_dim=8, epochs=2, batch_size=256),
+        smore.SMORE(text="t", vision="v", embedding_dim=8, epochs=2, batch_size=256,
+                    num_threads=1),
         Hybrid(text="t", weight_grid=[0.0, 0.5, 1.0]),
     ]
     for model in models:
@@ -364,16 +366,16 @@ def test_trained_models_never_see_cold_items_and_still_score_them(cold_data, mon
 
 # --------------------------------------------------------------------------- end to end
 def test_cold_config_runs_and_marks_na(tmp_path):
+    # titles only (no describer, no image model) keep it fast; the hybrid is a content model
     strategies = ("[{name: title_text, kind: text, text: title}, "
-                  "{name: lvlm_vision_naive, kind: naive, text: description, "
-                  "vision: efficientnet}, {name: popularity, kind: popularity}, "
-                  "{name: itemknn, kind: itemknn}]")
+                  "{name: hybrid_title, kind: hybrid, text: title}, "
+                  "{name: popularity, kind: popularity}, {name: itemknn, kind: itemknn}]")
     result = CliRunner().invoke(app, [
         "run", "--config", str(named_config("cold")), "--workdir", str(tmp_path),
         "--set", "dataset.n_items=60", "--set", "dataset.n_users=50",
         "--set", "dataset.image_size=32", "--set", f"represent.strategies={strategies}",
         "--set", "evaluate.n_bootstrap=50", "--set", "evaluate.n_permutations=50",
-        "--no-progress"])
+        "--set", "describe.enabled=false", "--set", "encode.images=false", "--no-progress"])
     assert result.exit_code == 0, result.output
     w = Workdir(tmp_path)
     metrics = pd.read_csv(w.metrics_path, keep_default_na=False)
@@ -385,7 +387,7 @@ def test_cold_config_runs_and_marks_na(tmp_path):
     run = json.loads(w.run_json.read_text())
     assert run["needs_interactions"] == ["popularity", "itemknn"]
     per_user = pd.read_parquet(w.results_dir / "per_user.parquet")
-    assert set(per_user["representation"]) == {"title_text", "lvlm_vision_naive"}
+    assert set(per_user["representation"]) == {"title_text", "hybrid_title"}
     report = (w.report_dir / "report.md").read_text()
     assert "## Cold items" in report and NA_NOTE in report
     assert (w.figures_dir / "cold_items.png").is_file()

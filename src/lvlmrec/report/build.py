@@ -327,7 +327,7 @@ class Page:
                  self.table.map(lambda v: v.replace("*", "\\*") if isinstance(v, str)
                                 else v).to_markdown(index=False), ""]
         if self.cold is not None:
-            lines += cold.markdown(self.cold, "figures/cold_items.png")
+            lines += cold.markdown(self.cold)
         lines += ["## Figures", ""]
         for fig in self.figs:
             lines += [f"![{fig.name}](figures/{fig.name}.png)", "", f"*{fig.caption}*", ""]
@@ -382,8 +382,7 @@ class Page:
         parts += [f"<h2>Results (test split, protocol: {e(self.res.run['protocol'])})</h2>",
                   self.table.to_html(index=False, classes="results", border=0, escape=True)]
         if self.cold is not None:
-            parts.append(cold.html(self.cold, _data_uri(self.cold.figure, "png"),
-                                   _inline_markdown))
+            parts.append(cold.html(self.cold, _inline_markdown))
         parts.append("<h2>Figures</h2>")
         for fig in self.figs:
             parts.append(f"<figure><img alt='{e(fig.name)}' src='{_data_uri(fig.png, 'png')}'>"

@@ -144,19 +144,20 @@ def warm_cold_figure(rows: pd.DataFrame, names: list[str], unranked: set[str], m
     return fig
 
 
-def markdown(section: ColdSection, figure_path: str) -> list[str]:
+FIGURE_NOTE = "Figure `cold_items` (below) plots these values per representation."
+
+
+def markdown(section: ColdSection) -> list[str]:
     table = section.table.map(lambda v: v.replace("*", "\\*") if isinstance(v, str) else v)
     return ["## Cold items", "", *[f"{s}  " for s in section.intro], "",
-            table.to_markdown(index=False), "",
-            f"![cold items]({figure_path})", "", f"*{section.caption}*", ""]
+            table.to_markdown(index=False), "", FIGURE_NOTE, ""]
 
 
-def html(section: ColdSection, figure_uri: str, inline) -> str:
+def html(section: ColdSection, inline) -> str:
     """`inline` renders the intro's markdown marks (report.build._inline_markdown)."""
     from html import escape
 
     return "\n".join(["<h2>Cold items</h2>",
                       *[f"<p>{inline(escape(s))}</p>" for s in section.intro],
                       section.table.to_html(index=False, classes="results", border=0),
-                      f"<figure><img alt='cold items' src='{figure_uri}'>"
-                      f"<figcaption>{escape(section.caption)}</figcaption></figure>"])
+                      f"<p>{inline(escape(FIGURE_NOTE))}</p>"])
