@@ -31,6 +31,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "cold")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results"
                         / "cold_demo.json")
+    parser.add_argument("--note", default="", help="How the stages recorded were run "
+                        "(e.g. the first run's /usr/bin/time figures and load).")
     args = parser.parse_args()
 
     from lvlmrec.pipeline import STAGE_NAMES
@@ -68,6 +70,7 @@ def main() -> None:
         "load_average_after": round(os.getloadavg()[0], 1),
         "command": "lvlmrec run --config configs/cold.yaml --workdir runs/cold",
         "wall_seconds_this_invocation": round(wall, 1),
+        "note": args.note,
         "stage_seconds_recorded": stages,
         "stage_seconds_total": round(sum(stages.values()), 1),
         "protocol": run["protocol"], "protocol_label": run["protocol_label"],
