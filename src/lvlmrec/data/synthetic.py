@@ -191,7 +191,8 @@ def generate_synthetic(
 
     Nothing but the images is written: the caller saves the returned `Dataset`. The same
     arguments always give the same tables and byte-identical images, and each image is
-    written atomically, so an interrupted run is simply repeated.
+    written atomically, so an interrupted run is simply repeated. `split="cold_items"`
+    replaces the random split by a cold-item split (data/cold.py) of `cold_fraction`.
     """
     if not 3 <= min_interactions <= n_items:
         raise ValueError(
