@@ -70,10 +70,15 @@ def test_min_rating_kcore_and_metadata_literals(tmp_path):
     assert (ds.interactions["rating"] >= 3).all()
     assert ds.interactions.groupby("user_id").size().min() >= 3
     assert ds.interactions.groupby("item_id").size().min() >= 3
-    titles = dict(zip(ds.items["source_id"], ds.items["title"]))
+    # the metadata-only product ZZZ (never reviewed) stays in the catalog as a cold item
+    assert ds.items["source_id"].iloc[-1] == "ZZZ"
+    assert ds.n_items - 1 not in set(ds.interactions["item_id"])
+    assert ds.counts()["n_items_without_interactions"] >= 1
+    reviewed = ds.items[ds.items["source_id"] != "ZZZ"]
+    titles = dict(zip(reviewed["source_id"], reviewed["title"]))
     assert all(titles[sid] == f"Item {sid[1:]}" for sid in titles)
-    assert ds.items["image_url"].str.startswith("https://img/").all()
-    assert ds.items["text"].str.startswith("Desc").all()
+    assert reviewed["image_url"].str.startswith("https://img/").all()
+    assert reviewed["text"].str.startswith("Desc").all()
     steps = [s["step"] for s in ds.info["filters"]]
     assert steps == ["dedupe_latest", "min_rating", "kcore", "split"]
     # loo: each user's test row is their latest

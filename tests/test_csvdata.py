@@ -155,9 +155,13 @@ def test_movielens_with_posters_through_the_cli(tmp_path):
             break
         kept = kept[~kept["user_id"].isin(small_u) & ~kept["movie_id"].isin(small_i)]
     assert ds.n_users == kept["user_id"].nunique() == 938
-    assert ds.n_items == kept["movie_id"].nunique()
+    # k-core filters interactions; the catalog stays as given, filtered-out movies are cold
+    items_table = pd.read_csv(MOVIELENS / "items.csv")
+    assert ds.n_items == len(items_table)
+    assert ds.interactions["item_id"].nunique() == kept["movie_id"].nunique()
     assert len(ds.interactions) == len(kept)
     counts = ds.counts()
+    assert counts["n_items_without_interactions"] == len(items_table) - kept["movie_id"].nunique()
     movie_ids = ds.items["source_id"].astype(int)
     assert counts["n_items_with_image"] == movie_ids.isin(posters).sum() > 0.95 * ds.n_items
     toy_story = ds.items[ds.items["source_id"] == "1"].iloc[0]

@@ -98,7 +98,8 @@ def test_full_protocol_outputs_and_report(fitted, tmp_path):
     page = html_path.read_text()
     _self_contained(page)
     figures = sorted(p.stem for p in wd.figures_dir.glob("*.png"))
-    assert figures == ["ablation", "fusion_strategies", "improvement", "main_performance",
+    assert figures == ["ablation", "cold_items", "fusion_strategies", "improvement",
+                       "main_performance",
                        "slices_history", "slices_items"]
     assert page.count("data:image/png;base64,") == len(figures)
     assert "data:image/jpeg;base64," in page  # case-study thumbnails

@@ -207,8 +207,15 @@ def prepare(
     seed: int = typer.Option(None, help="Seed (synthetic catalog, random splits)."),
     min_rating: float = typer.Option(None, help="Keep interactions rated at least this."),
     kcore: int = typer.Option(None, help="Iterated k-core filter on users and items."),
-    split: str = typer.Option(None, help="random (60/20/20 per user), loo (last two by time) "
-                              "or temporal (global time cut)."),
+    split: str = typer.Option(None, help="random (60/20/20 per user), loo (last two by time), "
+                              "temporal (global time cut), cold_items (a random share of the "
+                              "items is held out entirely) or cold_items_temporal (the newest "
+                              "items are)."),
+    cold_fraction: float = typer.Option(None, help="Cold splits: share of the items made cold, "
+                                        "in (0, 0.9], half valid and half test (default 0.2)."),
+    drop_items_without_interactions: bool = typer.Option(
+        None, "--drop-items-without-interactions", help="Remove catalog items that have no "
+        "interaction (default: keep them as cold items)."),
     name: str = typer.Option(None, help="MMRec: dataset name (<name>.inter)."),
     set_: list[str] = typer.Option(None, "--set", help="Other source options: --set "
                                    "title_col=name (repeatable)."),
@@ -218,8 +225,13 @@ def prepare(
     values = {"format": format, "source": source, "reviews": reviews, "metadata": metadata,
               "images": images, "items": items, "interactions": interactions,
               "n_items": n_items, "n_users": n_users, "image_size": image_size, "seed": seed,
-              "min_rating": min_rating, "kcore": kcore, "split": split, "name": name}
+              "min_rating": min_rating, "kcore": kcore, "split": split, "name": name,
+              "cold_fraction": cold_fraction,
+              "drop_items_without_interactions": drop_items_without_interactions}
     section = {k: str(v) if isinstance(v, Path) else v for k, v in values.items() if v is not None}
+    from lvlmrec.data.cold import check_split_options
+
+    check_split_options(section)
     _apply_sets(section, set_)
     data, src, base = _config_dict(None, workdir)
     data["dataset"] = section

@@ -8,7 +8,7 @@ its inputs), so editing the report settings never re-runs the describer.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
@@ -21,7 +21,20 @@ class Section(BaseModel):
 
 
 # --------------------------------------------------------------------------- dataset
-class SyntheticSource(Section):
+#: raw-log splits; the cold ones hold out every interaction of some items (data/cold.py)
+SplitMethod = Literal["random", "loo", "temporal", "cold_items", "cold_items_temporal"]
+#: share of the items made cold by a cold split, half for valid and half for test
+ColdFraction = Annotated[float, Field(gt=0, le=0.9)]
+
+
+class CatalogSource(Section):
+    """A source with an items table: its items without interactions stay as cold items
+    unless dropped (the drop is a recorded filter step)."""
+
+    drop_items_without_interactions: bool = False
+
+
+class SyntheticSource(CatalogSource):
     """The built-in demo catalog (procedurally drawn fashion items)."""
 
     format: Literal["synthetic"] = "synthetic"
@@ -31,6 +44,8 @@ class SyntheticSource(Section):
     image_size: int = Field(128, ge=32, le=1024)
     min_interactions: int = Field(5, ge=3)
     mean_interactions: float = Field(12.0, gt=3)
+    split: Literal["random", "cold_items"] = "random"
+    cold_fraction: ColdFraction = 0.2
 
 
 class PreparedSource(Section):
@@ -39,7 +54,7 @@ class PreparedSource(Section):
     format: Literal["prepared"] = "prepared"
 
 
-class KaggleSource(Section):
+class KaggleSource(CatalogSource):
     """The study's archive: one `<Dataset>-<img>_<txt>` folder of the Kaggle dataset."""
 
     format: Literal["kaggle"] = "kaggle"
@@ -48,7 +63,7 @@ class KaggleSource(Section):
     images: Path | None = None
 
 
-class AmazonSource(Section):
+class AmazonSource(CatalogSource):
     """Amazon Reviews 2018 / 2023 JSON-lines dumps (plain or gzipped)."""
 
     format: Literal["amazon2018", "amazon2023"]
@@ -57,11 +72,12 @@ class AmazonSource(Section):
     images: Path | None = None
     min_rating: float | None = None
     kcore: int = Field(5, ge=0)
-    split: Literal["random", "loo", "temporal"] = "random"
+    split: SplitMethod = "random"
+    cold_fraction: ColdFraction = 0.2
     seed: int = 0
 
 
-class MMRecSource(Section):
+class MMRecSource(CatalogSource):
     """An MMRec dataset folder (`<name>.inter` + feature .npy files)."""
 
     format: Literal["mmrec"] = "mmrec"
@@ -70,7 +86,7 @@ class MMRecSource(Section):
     images: Path | None = None
 
 
-class CsvSource(Section):
+class CsvSource(CatalogSource):
     """A CSV items table, a CSV interactions table and an optional image folder."""
 
     format: Literal["csv"] = "csv"
@@ -88,8 +104,16 @@ class CsvSource(Section):
     sep: str = ","  # field separator of both tables
     min_rating: float | None = None
     kcore: int = Field(0, ge=0)
-    split: Literal["random", "loo", "temporal"] = "random"
+    split: SplitMethod = "random"
+    cold_fraction: ColdFraction = 0.2
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _cold_split_needs_raw_log(self) -> CsvSource:
+        if self.split_col and self.split.startswith("cold_items"):
+            raise ValueError(f"split {self.split!r} needs a raw log, but split_col "
+                             f"{self.split_col!r} gives the data already split")
+        return self
 
 
 DatasetConfig = (
@@ -235,7 +259,8 @@ class RepresentConfig(Section):
 # --------------------------------------------------------------------------- evaluate
 class EvaluateConfig(Section):
     ks: list[int] = Field(default_factory=lambda: [5, 10, 20, 50])
-    protocol: Literal["full", "covered", "sampled"] = "full"
+    # cold / cold_all: cold test items only, or among all items (docs/evaluation.md)
+    protocol: Literal["full", "covered", "sampled", "cold", "cold_all"] = "full"
     n_negatives: int = Field(100, ge=1)
     baseline: str | None = None
     block_size: int = Field(2048, ge=1)

@@ -227,6 +227,9 @@ def run_pipeline(
     once a stage has gone through (ran or was current), so a command that fails first
     leaves config.yaml as it was."""
     console = console or Console()
+    from lvlmrec.evaluate.cold import check_config
+
+    check_config(config, workdir)  # a cold protocol without cold items fails before any work
     if workdir.root.is_dir():
         clean_run_temps(workdir)  # half-written files of a killed earlier run (dead pids only)
     force_set = _check_stage_names(only, force)

@@ -8,6 +8,10 @@ metadata files are often Python literals rather than JSON: a line that is not JS
 with `ast.literal_eval`.
 
 Items are identified by `asin` (2018) or `parent_asin` (2023, falling back to `asin`).
+With metadata, the catalog is the metadata's items plus those the filtered reviews keep:
+a product nobody reviewed (or whose reviews the filters removed) stays as a cold item,
+after the reviewed ones (`drop_items_without_interactions` keeps only reviewed items; then
+only their metadata lines are parsed). Every metadata record is then held in memory.
 """
 
 from __future__ import annotations
@@ -239,9 +243,10 @@ def metadata_row(record: dict[str, Any], fmt: str) -> dict[str, str]:
             "price": "" if price is None else clean_text(price)}
 
 
-def read_metadata(path: Path, fmt: str, wanted: set[str],
+def read_metadata(path: Path, fmt: str, wanted: set[str] | None,
                   show_progress: bool = False) -> pd.DataFrame:
-    """Metadata of the `wanted` ids, indexed by id; the first record of an id wins."""
+    """Metadata of the `wanted` ids (every id when None), indexed by id; the first record
+    of an id wins."""
     key = META_KEY[fmt]
     rows: dict[str, dict[str, str]] = {}
     for lineno, rec in iter_records(path, "reading metadata", show_progress, key, wanted):
@@ -249,7 +254,7 @@ def read_metadata(path: Path, fmt: str, wanted: set[str],
         if not item:
             raise DataError(f"{path}:{lineno}: metadata record has no {key!r}")
         item = record_id(item, key if rec.get(key) else "asin", f"{path}:{lineno}")
-        if item in wanted and item not in rows:
+        if (wanted is None or item in wanted) and item not in rows:
             rows[item] = metadata_row(rec, fmt)
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(META_COLUMNS))
 
@@ -269,17 +274,25 @@ def load_amazon(source: AmazonSource, show_progress: bool = True) -> Dataset:
     read_counts = log.counts()
     n_unrated = int(np.isnan(log.rating).sum())
     done = process_log(log, min_rating=source.min_rating, k=source.kcore, split=source.split,
-                       seed=source.seed)
+                       seed=source.seed, cold_fraction=source.cold_fraction)
     source_ids = log.item_keys[done.item_codes]
-    items = pd.DataFrame({"item_id": np.arange(len(source_ids)), "source_id": source_ids,
-                          "title": "", "text": "", "image_path": ""})
     info: dict[str, Any] = {"format": source.format, "read": {**read_counts,
                                                               "n_unrated": n_unrated}}
+    meta = None
     if source.metadata is not None:
-        meta = read_metadata(source.metadata, source.format, set(source_ids), show_progress)
+        reviewed = set(source_ids)
+        meta = read_metadata(source.metadata, source.format,
+                             reviewed if source.drop_items_without_interactions else None,
+                             show_progress)
+        unreviewed = [k for k in meta.index if k not in reviewed]
+        source_ids = np.concatenate([source_ids, np.asarray(unreviewed, dtype=object)])
+    items = pd.DataFrame({"item_id": np.arange(len(source_ids)), "source_id": source_ids,
+                          "title": "", "text": "", "image_path": ""})
+    if meta is not None:
         items = join_metadata(items, meta)
         info["metadata"] = {"n_items_matched": int(len(meta)),
-                            "n_items_without_metadata": int(len(items) - len(meta))}
+                            "n_items_without_metadata": int(len(items) - len(meta)),
+                            "n_items_only_in_metadata": len(unreviewed)}
     if source.images is not None:
         items["image_path"] = link_images(items, source.images)
     users = pd.DataFrame({"user_id": np.arange(len(done.user_codes)),

@@ -9,8 +9,9 @@ Images are otherwise found in the image folder by the item's original id (`<id>.
 Interactions: with a split column (train/valid/test, also validation/val or 0/1/2) that
 split is used as given: duplicates and users without training history are errors, and k-core
 is refused (it would break the split). Without one, the raw-log chain of `filters.py` runs
-(duplicates keep the latest, rating threshold, k-core, split). The catalog is the items that
-keep at least one interaction.
+(duplicates keep the latest, rating threshold, k-core, split). The catalog is the items
+table as given: an item without interactions (or whose interactions a filter removed) stays
+as a cold item (`drop_items_without_interactions` removes such items, as a recorded step).
 """
 
 from __future__ import annotations
@@ -234,7 +235,7 @@ def given_split(source: CsvSource, log: RawLog, df: pd.DataFrame) -> ProcessedLo
         raise DataError(f"{path}:{lines[cold[0]]}: user {log.user_keys[log.user[cold[0]]]!r} "
                         f"has {split[cold[0]]} interactions but no training history")
     steps.append({"step": "split", "method": f"column {source.split_col!r}"})
-    done = reindex(log, split)
+    done = reindex(log, split, catalog=True)
     done.steps = steps
     return done
 
@@ -246,7 +247,8 @@ def load_csv(source: CsvSource, show_progress: bool = True) -> Dataset:
         done = given_split(source, log, df)
     else:
         done = process_log(log, min_rating=source.min_rating, k=source.kcore,
-                           split=source.split, seed=source.seed)
+                           split=source.split, seed=source.seed,
+                           cold_fraction=source.cold_fraction, catalog=True)
     items = items.iloc[done.item_codes].reset_index(drop=True)
     items.insert(0, "item_id", np.arange(len(items)))
     if source.images is not None:

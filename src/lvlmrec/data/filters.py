@@ -10,11 +10,17 @@ shares and records what each step removed:
 3. k-core: users and items with fewer than k rows go, repeated until nothing changes;
 4. split: `random` (per user 60/20/20, seeded, like the study's data), `loo` (per user: last
    row by time -> test, second last -> valid; users with fewer than 3 rows are train only),
-   or `temporal` (one global cut: rows before the 80% timestamp quantile -> train, up to the
-   90% quantile -> valid, the rest -> test; rows on a cut time go to the later split);
-5. `temporal` only: valid/test rows of users with no train row are dropped, since there is no
-   history to recommend from (the count is recorded); users left with no row disappear;
-6. users and items are renumbered 0..n-1 in code order (first appearance or table order).
+   `temporal` (one global cut: rows before the 80% timestamp quantile -> train, up to the
+   90% quantile -> valid, the rest -> test; rows on a cut time go to the later split),
+   or an item cold-start split (`cold.py`): `cold_items` (a seeded random `cold_fraction`
+   of the items) or `cold_items_temporal` (the items first seen last) lose every
+   interaction to valid (half of them) or test (the other half);
+5. `temporal` and cold splits: valid/test rows of users with no train row are dropped, since
+   there is no history to recommend from (the count is recorded); users left with no row
+   disappear;
+6. users are renumbered 0..n-1 in code order (first appearance); items too, unless the log
+   has a catalog (`catalog=True`: item codes are rows of an items table), whose every item
+   keeps its row, with or without interactions (cold items).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import pandas as pd
 from lvlmrec.data.schema import random_split
 from lvlmrec.errors import DataError
 
-SPLIT_METHODS = ("random", "loo", "temporal")
+SPLIT_METHODS = ("random", "loo", "temporal", "cold_items", "cold_items_temporal")
 TEMPORAL_FRACTIONS = (0.8, 0.1, 0.1)
 
 
@@ -146,7 +152,13 @@ def temporal_split(timestamp: np.ndarray,
     return out
 
 
-def split_log(log: RawLog, method: str, seed: int) -> np.ndarray:
+def split_log(log: RawLog, method: str, seed: int, cold_fraction: float = 0.2) -> np.ndarray:
+    from lvlmrec.data.cold import cold_item_split, cold_item_temporal_split
+
+    if method == "cold_items":
+        return cold_item_split(log.item, cold_fraction, seed)
+    if method == "cold_items_temporal":
+        return cold_item_temporal_split(log.item, _need_time(log, method), cold_fraction)
     if method == "random":
         return random_split(log.user, seed)
     if method == "loo":
@@ -163,10 +175,14 @@ def drop_eval_without_train(user: np.ndarray, split: np.ndarray) -> np.ndarray:
     return (split == "train") | has_train[user]
 
 
-def reindex(log: RawLog, split: np.ndarray) -> ProcessedLog:
-    """Number surviving users and items 0..n-1 in code order."""
+def reindex(log: RawLog, split: np.ndarray, catalog: bool = False) -> ProcessedLog:
+    """Number surviving users and items 0..n-1 in code order; with `catalog`, item ids are
+    the item codes themselves (every row of the items table stays an item)."""
     user_codes, user_id = np.unique(log.user, return_inverse=True)
-    item_codes, item_id = np.unique(log.item, return_inverse=True)
+    if catalog:
+        item_codes, item_id = np.arange(len(log.item_keys)), log.item
+    else:
+        item_codes, item_id = np.unique(log.item, return_inverse=True)
     df = pd.DataFrame({"user_id": user_id.astype(np.int64), "item_id": item_id.astype(np.int64),
                        "split": split.astype(str)})
     if log.rating is not None:
@@ -177,9 +193,11 @@ def reindex(log: RawLog, split: np.ndarray) -> ProcessedLog:
 
 
 def process_log(log: RawLog, *, min_rating: float | None = None, k: int = 0,
-                split: str = "random", seed: int = 0) -> ProcessedLog:
+                split: str = "random", seed: int = 0, cold_fraction: float = 0.2,
+                catalog: bool = False) -> ProcessedLog:
     """Dedupe, rating filter, k-core, split and renumber (module docstring), recording the
-    counts before and after each step."""
+    counts before and after each step. k-core filters interactions only: with `catalog`,
+    an item it leaves without interactions stays in the catalog as a cold item."""
     steps: list[dict[str, Any]] = []
 
     def record(step: str, before: RawLog, after: RawLog, **extra: Any) -> None:
@@ -201,19 +219,24 @@ def process_log(log: RawLog, *, min_rating: float | None = None, k: int = 0,
     if not len(log):
         raise DataError("no interactions left after filtering: " + "; ".join(
             f"{s['step']} kept {s['after']['n_interactions']}" for s in steps))
-    splits = split_log(log, split, seed)
-    steps.append({"step": "split", "method": split, "seed": seed if split == "random" else None,
-                  **({"fractions": list(TEMPORAL_FRACTIONS)} if split == "temporal" else {})})
-    if split == "temporal":
+    splits = split_log(log, split, seed, cold_fraction)
+    cold = split.startswith("cold_items")
+    steps.append({"step": "split", "method": split,
+                  "seed": seed if split in ("random", "cold_items") else None,
+                  **({"fractions": list(TEMPORAL_FRACTIONS)} if split == "temporal" else {}),
+                  **({"cold_fraction": cold_fraction} if cold else {})})
+    if split == "temporal" or cold:
         keep = drop_eval_without_train(log.user, splits)
         kept = log.take(keep)
-        record("drop_eval_without_train", log, kept)
+        record("drop_eval_without_train", log, kept,
+               n_users_dropped=int(len(np.unique(log.user)) - len(np.unique(kept.user))))
         for name in ("valid", "test"):
             if (splits == name).any() and not (splits[keep] == name).any():
-                raise DataError(f"the temporal split left the {name!r} split empty: all its "
-                                f"rows belong to users with no interaction before the cut; "
-                                f"use split 'loo' or 'random'")
+                why = ("all its rows belong to users with no interaction before the cut; "
+                       "use split 'loo' or 'random'") if not cold else (
+                       "all its rows belong to users with no interaction with a warm item")
+                raise DataError(f"the {split} split left the {name!r} split empty: {why}")
         log, splits = kept, splits[keep]
-    out = reindex(log, splits)
+    out = reindex(log, splits, catalog)
     out.steps = steps
     return out

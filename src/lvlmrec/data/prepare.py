@@ -15,7 +15,19 @@ INPUT_FIELDS = ("source", "reviews", "metadata", "items", "interactions", "image
 
 
 def build_dataset(source: DatasetConfig, workdir: Workdir, show_progress: bool = True) -> Dataset:
-    """Load (or generate) the dataset described by `source`, validated, not yet saved."""
+    """Load (or generate) the dataset described by `source`, validated, not yet saved;
+    catalog items without interactions stay unless the source drops them (recorded)."""
+    ds = _load_source(source, workdir, show_progress)
+    if getattr(source, "drop_items_without_interactions", False):
+        from lvlmrec.data.cold import drop_items_without_interactions
+
+        ds, step = drop_items_without_interactions(ds)
+        ds.info["filters"] = [*ds.info.get("filters", []), step]
+        ds.validate("dataset without items lacking interactions")
+    return ds
+
+
+def _load_source(source: DatasetConfig, workdir: Workdir, show_progress: bool) -> Dataset:
     fmt = source.format
     if fmt == "synthetic":
         from lvlmrec.data.synthetic import generate_synthetic
@@ -29,6 +41,8 @@ def build_dataset(source: DatasetConfig, workdir: Workdir, show_progress: bool =
             min_interactions=source.min_interactions,
             mean_interactions=source.mean_interactions,
             show_progress=show_progress,
+            split=source.split,
+            cold_fraction=source.cold_fraction,
         )
     if fmt == "kaggle":
         from lvlmrec.data.kaggle import load_kaggle
@@ -140,6 +154,11 @@ def describe_provenance(meta: dict[str, Any]) -> list[str]:
                     f"{step['before'][k]:,} -> {step['after'][k]:,} {k[2:]}"
                     for k in ("n_interactions", "n_users", "n_items"))
             lines.append(text)
+    if "n_items_without_interactions" in c:
+        lines.append(f"  cold items: {c['n_items_without_interactions']:,} catalog items "
+                     f"without interactions (n_items_without_interactions), "
+                     f"{c['n_items_without_training']:,} without a training interaction, "
+                     f"{c['n_cold_test_items']:,} cold test items")
     lines.append(f"  items: {c.get('n_items_with_title', 0):,} with title, "
                  f"{c.get('n_items_with_text', 0):,} with text, "
                  f"{c.get('n_items_with_image', 0):,} with image")

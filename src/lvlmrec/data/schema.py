@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from lvlmrec.data.cold import cold_counts
 from lvlmrec.errors import DataError
 from lvlmrec.workdir import ContentHasher, Workdir, read_json, save_npy, write_json, write_parquet
 
@@ -76,6 +77,7 @@ class Dataset:
             "n_items_with_image": int((self.items["image_path"].astype(str) != "").sum()),
             "n_items_with_title": int((self.items["title"].astype(str) != "").sum()),
             "n_items_with_text": int((self.items["text"].astype(str) != "").sum()),
+            **cold_counts(self.interactions, self.n_items),
         }
 
     # ------------------------------------------------------------------ checks

@@ -184,15 +184,24 @@ def generate_synthetic(
     mean_interactions: float = 12.0,
     show_progress: bool = True,
     image_prefix: str = "dataset/images",
+    split: str = "random",
+    cold_fraction: float = 0.2,
 ) -> Dataset:
     """Draw the demo catalog's images into `out_dir/images` and return the validated dataset.
 
     Nothing but the images is written: the caller saves the returned `Dataset`. The same
     arguments always give the same tables and byte-identical images, and each image is
-    written atomically, so an interrupted run is simply repeated.
+    written atomically, so an interrupted run is simply repeated. `split="cold_items"`
+    replaces the random split by a cold-item split (data/cold.py) of `cold_fraction`.
     """
     items, interactions, users = synthetic_tables(n_items, n_users, seed, min_interactions,
                                                   mean_interactions, image_prefix)
+    filters = []
+    if split == "cold_items":  # the random 60/20/20 labels are replaced
+        from lvlmrec.data.cold import cold_split_frame
+
+        interactions, users, filters = cold_split_frame(interactions, users, cold_fraction,
+                                                        seed)
 
     image_dir = Path(out_dir) / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
@@ -212,6 +221,7 @@ def generate_synthetic(
             "image_size": image_size, "min_interactions": min_interactions,
             "mean_interactions": mean_interactions,
         },
+        **({"filters": filters} if filters else {}),
     })
     ds.validate("synthetic catalog")
     return ds

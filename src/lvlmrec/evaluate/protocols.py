@@ -14,6 +14,12 @@ sampled  each user's targets ranked among `n_negatives` items drawn uniformly (s
          same draw for every representation) from the items outside the user's history and
          targets; the usual metrics are computed within that pool. Known to overstate and
          reorder models (Krichene & Rendle, 2020): offered only when asked, and labelled.
+cold     item cold start: the targets are the held-out items nobody has in the split's
+         history (no training interaction for validation; none in train + valid for test);
+         only those cold items are ranked, history masked as always. Models that cannot
+         score an item unseen in training (`Recommender.scores_unseen_items` False) are not
+         ranked but marked "n/a — needs interactions" (evaluate/cold.py).
+cold_all the same cold targets, ranked among all items, warm and cold together.
 """
 
 from __future__ import annotations
@@ -26,11 +32,12 @@ import torch
 from tqdm.auto import tqdm
 
 from lvlmrec.errors import StageError
+from lvlmrec.evaluate.cold import COLD_PROTOCOLS
 from lvlmrec.evaluate.ranking import (Ranking, contains, rank_users, ranking_from_top,
                                       restrict_columns, row_keys, score_block, tie_order,
                                       tied_at)
 
-PROTOCOLS = ("full", "covered", "sampled")
+PROTOCOLS = ("full", "covered", "sampled", *COLD_PROTOCOLS)
 
 
 @dataclasses.dataclass
@@ -66,6 +73,10 @@ def make_task(protocol: str, split: str, history: sp.csr_matrix, target: sp.csr_
         candidates = np.asarray(covered, dtype=bool)
         history = restrict_columns(history, candidates)
         target = restrict_columns(target, candidates)
+    if protocol in COLD_PROTOCOLS:
+        cold = np.asarray(history.sum(axis=0)).ravel() == 0  # in nobody's history
+        target = restrict_columns(target, cold)
+        candidates = cold if protocol == "cold" else None
     has_target = np.diff(target.indptr) > 0
     if protocol == "covered":
         has_target &= np.diff(history.indptr) > 0
@@ -89,6 +100,12 @@ def describe_protocol(task: Task) -> str:
     n_items = task.history.shape[1]
     if task.protocol == "full":
         return f"full ranking over all {n_items:,} items, history masked"
+    if task.protocol == "cold":
+        return (f"cold items: the test targets no user had interacted with before, ranked "
+                f"among the {task.n_candidates:,} such items of {n_items:,}, history masked")
+    if task.protocol == "cold_all":
+        return (f"cold items among all: the test targets no user had interacted with before, "
+                f"ranked among all {n_items:,} items (warm and cold), history masked")
     if task.protocol == "covered":
         return (f"covered subset: ranking over the {task.n_candidates:,} of {n_items:,} items "
                 "that have a description, histories and targets restricted to them")

@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 
 from lvlmrec import __version__
 from lvlmrec.config import EvaluateConfig, RepresentConfig, StrategyConfig
+from lvlmrec.evaluate import cold
 from lvlmrec.data.schema import Dataset
 from lvlmrec.describe.run import read_active
 from lvlmrec.describe.store import DescriptionStore
@@ -163,6 +164,11 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
         raise ConfigError("no representations configured (represent.strategies is empty)")
     baseline = choose_baseline(cfg, configured)
     metrics = main_metrics(cfg)
+    cold.check_protocol(cfg.protocol, ds.interactions, ds.n_items)
+    unranked = cold.needs_interactions(workdir, [s.name for s in configured], cfg.protocol)
+    if baseline in unranked:
+        raise ConfigError(f"evaluate.baseline: {baseline!r} cannot score items it never saw "
+                          f"in training ({cold.NA_NOTE}); choose a content representation")
     covered = covered_items(workdir, ds.n_items) if cfg.protocol == "covered" else None
     tasks: dict[str, Task] = {}
     for split in ("valid", "test"):
@@ -181,7 +187,8 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
         from lvlmrec.represent.registry import load_plugins
 
         load_plugins(strategies.plugins)  # which kinds are seeded
-    for strategy in tqdm(configured, desc="representations", unit="model",
+    ranked = [s for s in configured if s.name not in unranked]
+    for strategy in tqdm(ranked, desc="representations", unit="model",
                          disable=not show_progress):
         name = strategy.name
         t0 = time.perf_counter()
@@ -203,7 +210,9 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
             ties += [{"representation": name, "split": split, **row}
                      for row in ties_rows(first)]
             if split == "test":
-                slices.append(slice_metrics(first, task.target, train_popularity, metrics)
+                slices.append(slice_metrics(first, task.target, train_popularity, metrics,
+                                            model.scores_unseen_items, cfg.n_bootstrap,
+                                            cfg.seed)
                               .assign(representation=name))
         timings[name] = round(time.perf_counter() - t0, 3)
 
@@ -217,6 +226,10 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
     records = strategy_records(workdir, configured)
     summary = with_seed_columns(summary, pd.DataFrame(per_seed), cols, len(seeds) > 1,
                                 records)
+    if unranked:  # marked, never given zeros (evaluate/cold.py)
+        na = cold.na_rows(unranked, cols, cfg.protocol)
+        summary = pd.concat([summary.assign(note=""), na.assign(split="test"),
+                             na.assign(split="valid")], ignore_index=True)
     test_users = per_user_df[per_user_df["split"] == "test"]
     t0 = time.perf_counter()
     significance = compare_to_baseline(test_users, baseline, metrics, cfg.n_bootstrap,
@@ -226,7 +239,8 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
     slices_df = pd.concat(slices, ignore_index=True)
     slices_df.insert(0, "protocol", cfg.protocol)
     slices_df = slices_df[["protocol", "representation", "slice", "bin", "bin_order",
-                           "bin_range", "metric", "value", "n_users"]]
+                           "bin_range", "metric", "value", "ci_low", "ci_high", "n_users",
+                           "n_targets", "note"]]
 
     out = workdir.results_dir
     paths = {
@@ -265,6 +279,7 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
         "n_items": int(ds.n_items),
         "n_users_evaluated": {split: int(len(t.users)) for split, t in tasks.items()},
         "representations": records,
+        "needs_interactions": unranked,
         "evaluate_seconds": timings,
         "statistics_seconds": round(stats_seconds, 3),
     })

@@ -13,7 +13,13 @@ popularity      target items binned by training popularity (number of training
 cold_items      target items with no training interaction ("cold") vs the rest ("warm"):
                 Recall@K on those targets only, same way. Content representations can rank
                 cold items; purely collaborative ones cannot.
-Empty bins are left out. Every row names its number of users.
+train_interactions  the cold-start view: target items with 0, 1-4 and 5+ training
+                interactions, Recall@K on those targets only, with a percentile bootstrap
+                95% CI over users (`ci_low`, `ci_high`) and the number of (user, target)
+                pairs (`n_targets`).
+Empty bins are left out. Every row names its number of users. For a model that cannot score
+items unseen in training (`scores_unseen_items` False), the bins of items with no training
+interaction hold no number but the note "n/a — needs interactions".
 """
 
 from __future__ import annotations
@@ -22,9 +28,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from lvlmrec.evaluate.cold import NA_NOTE
 from lvlmrec.evaluate.ranking import Ranking, hits_matrix, restrict_columns
+from lvlmrec.evaluate.stats import _ci, bootstrap_means
 
 HISTORY_BINS = [(0, 0), (1, 2), (3, 5), (6, 10), (11, 20), (21, 50), (51, None)]
+#: training interactions of a target item: cold, rare, warm
+TRAIN_BINS = [(0, 0), (1, 4), (5, None)]
+COLUMNS = ["slice", "bin", "bin_order", "bin_range", "metric", "value", "ci_low", "ci_high",
+           "n_users", "n_targets", "note"]
 
 
 def history_bin(n_history: np.ndarray) -> np.ndarray:
@@ -71,8 +83,9 @@ def recall_on_subset(ranking: Ranking, target: sp.csr_matrix, keep: np.ndarray,
 
 
 def slice_metrics(ranking: Ranking, target: sp.csr_matrix, train_popularity: np.ndarray,
-                  metrics: list[str]) -> pd.DataFrame:
-    """Long table: slice, bin, bin_order, bin_range, metric, value, n_users (one model)."""
+                  metrics: list[str], scores_unseen: bool = True, n_bootstrap: int = 1000,
+                  seed: int = 0) -> pd.DataFrame:
+    """Long table of COLUMNS (one model); CIs only on the train_interactions slice."""
     per_user = ranking.per_user
     rows = []
     bins = history_bin(per_user["n_history"].to_numpy())
@@ -82,7 +95,8 @@ def slice_metrics(ranking: Ranking, target: sp.csr_matrix, train_popularity: np.
             continue
         for metric in metrics:
             rows.append(("history_length", _bin_label(lo, hi), b, "history length",
-                         metric, float(per_user.loc[in_bin, metric].mean()), int(in_bin.sum())))
+                         metric, float(per_user.loc[in_bin, metric].mean()), np.nan, np.nan,
+                         int(in_bin.sum()), np.nan, ""))
     ks = sorted({int(m.split("@")[1]) for m in metrics if m.startswith("recall@")})
     groups, ranges = popularity_groups(train_popularity)
     item_slices = [("popularity", g, i) for i, g in enumerate(("head", "mid", "tail"))]
@@ -93,8 +107,40 @@ def slice_metrics(ranking: Ranking, target: sp.csr_matrix, train_popularity: np.
         if not has.any():
             continue
         bin_range = ">= 1" if group == "warm" else ranges.get(group, "")
+        na = group == "cold" and not scores_unseen
         for metric, values in recalls.items():
             rows.append((slice_name, group, order, f"train interactions {bin_range}",
-                         metric, float(values.mean()), int(has.sum())))
-    return pd.DataFrame(rows, columns=["slice", "bin", "bin_order", "bin_range", "metric",
-                                       "value", "n_users"])
+                         metric, np.nan if na else float(values.mean()), np.nan, np.nan,
+                         int(has.sum()), np.nan, NA_NOTE if na else ""))
+    rows += train_interaction_rows(ranking, target, train_popularity, ks, scores_unseen,
+                                   n_bootstrap, seed)
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def train_interaction_rows(ranking: Ranking, target: sp.csr_matrix,
+                           train_popularity: np.ndarray, ks: list[int], scores_unseen: bool,
+                           n_bootstrap: int, seed: int) -> list[tuple]:
+    """The train_interactions slice: Recall@K on targets with 0, 1-4, 5+ training
+    interactions, with bootstrap CIs (the same seed for every model and bin)."""
+    if not ks:
+        return []
+    pop = np.asarray(train_popularity)
+    users = ranking.per_user["user_id"].to_numpy()
+    rows = []
+    for order, (lo, hi) in enumerate(TRAIN_BINS):
+        keep = (pop >= lo) & (pop <= hi if hi is not None else True)
+        recalls, has = recall_on_subset(ranking, target, keep, ks)
+        if not has.any():
+            continue
+        n_targets = int(restrict_columns(target, keep)[users].nnz)
+        values = np.column_stack([recalls[f"recall@{k}"] for k in ks])
+        draws = bootstrap_means(values, n_bootstrap, np.random.default_rng(seed))
+        low, high = _ci(draws, 0.95)
+        na = lo == 0 and not scores_unseen
+        for j, k in enumerate(ks):
+            rows.append(("train_interactions", _bin_label(lo, hi), order,
+                         f"train interactions {_bin_label(lo, hi)}", f"recall@{k}",
+                         np.nan if na else float(values[:, j].mean()),
+                         np.nan if na else float(low[j]), np.nan if na else float(high[j]),
+                         int(has.sum()), n_targets, NA_NOTE if na else ""))
+    return rows

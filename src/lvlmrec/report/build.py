@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 from lvlmrec.config import ReportConfig
 from lvlmrec.data.schema import Dataset
 from lvlmrec.errors import ConfigError, StageError
+from lvlmrec.evaluate.cold import mark_na
 from lvlmrec.evaluate.run import active_descriptions, covered_items
 from lvlmrec.evaluate.stats import significance_mark
-from lvlmrec.report import figures
+from lvlmrec.report import cold, figures
 from lvlmrec.report.cases import CaseStudy, build_case_studies, thumbnail
 from lvlmrec.report.search import Section, fairness_sections, seed_column
 from lvlmrec.workdir import Workdir, read_json, write_bytes, write_text
@@ -48,7 +49,9 @@ def results_table(metrics: pd.DataFrame, sort_by: str = "recall@10") -> pd.DataF
     if "protocol" in metrics and (metrics["protocol"] != "full").any():
         cols.insert(1, "protocol")
     sort_by = sort_by if sort_by in metrics else "recall@10"
-    return metrics[cols].sort_values(sort_by, ascending=False).reset_index(drop=True)
+    cols += ["note"] if "note" in metrics else []
+    table = metrics[cols].sort_values(sort_by, ascending=False).reset_index(drop=True)
+    return mark_na(table, TABLE_COLUMNS)
 
 
 def print_table(table: pd.DataFrame, console: Console, title: str = "Test results") -> None:
@@ -75,7 +78,9 @@ class Results:
 
     @property
     def strategies(self) -> list[dict[str, Any]]:
-        return self.run["representations"]
+        """The ranked representations (a cold protocol leaves some n/a: report/cold.py)."""
+        unranked = set(self.run.get("needs_interactions") or [])
+        return [s for s in self.run["representations"] if s["name"] not in unranked]
 
     def order(self, metric: str) -> list[str]:
         """Representations, best first on `metric`."""
@@ -227,10 +232,14 @@ def build_report(cfg: ReportConfig, workdir: Workdir, console: Console,
                                    cfg.n_case_studies, res.run.get("seed", 0),
                                    candidates=candidates)
     steps.update()
-    table = seed_column(significance_table(res, metrics, res.order(metric)), res.metrics,
-                        metric)
+    table = cold.na_table_rows(seed_column(significance_table(res, metrics, res.order(metric)),
+                                           res.metrics, metric), res.run)
+    section = cold.cold_section(res.run, res.slices, res.significance,
+                                read_json(workdir.dataset_json).get("counts", {}), metric)
+    if section is not None:
+        figs.append(Figure("cold_items", section.caption, section.figure))
     page = Page(workdir, ds, res, table, figs, notes, cases, compare, metric,
-                fairness_sections(workdir, res.run, metric))
+                fairness_sections(workdir, res.run, metric), section)
     outputs = [page.write_figures(), page.write_markdown(), page.write_html()]
     steps.update()
     steps.close()
@@ -250,6 +259,7 @@ class Page:
     compare: list[str]
     metric: str
     sections: list[Section] = dataclasses.field(default_factory=list)
+    cold: cold.ColdSection | None = None
 
     def __post_init__(self) -> None:
         self.descriptions = active_descriptions(self.workdir)
@@ -324,6 +334,8 @@ class Page:
             lines += [f"## {section.title}", "", *[f"{p}  " for p in section.paragraphs], ""]
             if section.table is not None:
                 lines += [section.table.to_markdown(index=False), ""]
+        if self.cold is not None:
+            lines += cold.markdown(self.cold)
         lines += ["## Figures", ""]
         for fig in self.figs:
             lines += [f"![{fig.name}](figures/{fig.name}.png)", "", f"*{fig.caption}*", ""]
@@ -383,6 +395,8 @@ class Page:
             if section.table is not None:
                 parts.append(section.table.to_html(index=False, classes="results", border=0,
                                                    escape=True))
+        if self.cold is not None:
+            parts.append(cold.html(self.cold, _inline_markdown))
         parts.append("<h2>Figures</h2>")
         for fig in self.figs:
             parts.append(f"<figure><img alt='{e(fig.name)}' src='{_data_uri(fig.png, 'png')}'>"

@@ -224,7 +224,7 @@ def item_slices(slices: pd.DataFrame, order: list[str], metric: str, protocol_la
         for i, (rep, colour) in enumerate(zip(order, _rep_colours(len(order)))):
             r = rows[rows["representation"] == rep].set_index("bin").reindex(bins["bin"])
             ax.bar(np.arange(len(bins)) + (i - (len(order) - 1) / 2) * width,
-                   r["value"].fillna(0), width, color=colour, label=rep)
+                   r["value"], width, color=colour, label=rep)  # n/a stays empty, never 0
         ax.set_xticks(range(len(bins)))
         ax.set_xticklabels([f"{b}\n{rng}\n({n} users)" for b, rng, n in
                             zip(bins["bin"], bins["bin_range"], bins["n_users"])], fontsize=7)

@@ -60,6 +60,9 @@ class Recommender:
     label: str = ""
     #: param -> values tried by `search: default` (represent/search.py); empty: none
     search_space: ClassVar[dict[str, list]] = {}
+    #: whether `score` ranks an item that had no training interaction on something learned
+    #: about it (its content); models that cannot are "n/a" under the cold protocols
+    scores_unseen_items: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ protocol
     def fit(self, data: TrainData) -> Recommender:

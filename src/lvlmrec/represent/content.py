@@ -23,6 +23,8 @@ class ContentRecommender(Recommender):
     """One embedding source as the item representation (text only, vision only...)."""
 
     label = "content"
+    # an item's vector comes from its embedding alone (fusions: a net trained on warm items)
+    scores_unseen_items = True
 
     def __init__(self, source: str = "title", scoring: str = "mean"):
         self.source = source

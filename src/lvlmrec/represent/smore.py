@@ -172,6 +172,11 @@ class SMORE(EmbeddingRecommender):
         "cl_weight": [0.01, 0.05, 0.1],
         "learning_rate": [1e-3, 1e-2],
     }
+    # Only through its content paths: an item without training interactions has no edge
+    # in the user-item graph and an ID embedding trained only as a neighbour of others, but
+    # its modality views propagate over the content kNN graphs, so it is scored from the
+    # gated ID vectors of the items its text and image resemble (docs/evaluation.md).
+    scores_unseen_items = True
 
     def __init__(self, text: str = "title", vision: str = "efficientnet",
                  embedding_dim: int = 64, n_ui_layers: int = 3, n_layers: int = 1,

@@ -316,7 +316,8 @@ def _metrics(wd: Workdir) -> dict[str, dict[str, float]]:
         return {}
     table = pd.read_csv(wd.metrics_path)
     cols = [c for c in table.columns if "@" in c]
-    return {str(row["representation"]): {c: float(row[c]) for c in cols}
+    # a cold protocol's n/a rows have no numbers (evaluate/cold.py): left out, not NaN
+    return {str(row["representation"]): {c: float(row[c]) for c in cols if pd.notna(row[c])}
             for _, row in table.iterrows()}
 
 
