@@ -8,6 +8,7 @@ import scipy.sparse as sp
 import torch
 from test_cf import grouped_data
 
+from lvlmrec.errors import ConfigError
 from lvlmrec.represent.baselines import ItemKNN, weight_interactions
 from lvlmrec.represent.cf import BPRMF
 from lvlmrec.represent.linear import EASE, IALS, solve_cg, solve_exact
@@ -29,7 +30,7 @@ def test_ease_is_the_constrained_least_squares_solution():
     hist = data.train[:4]
     np.testing.assert_allclose(model.score(np.arange(4), hist), hist.toarray() @ b,
                                rtol=1e-4, atol=1e-5)
-    with pytest.raises(ValueError, match="l2"):
+    with pytest.raises(ConfigError, match="l2"):
         EASE(l2=0).fit(data)
 
 
@@ -61,7 +62,7 @@ def test_ials_fold_in_solves_the_user_step_and_training_lowers_the_loss():
     hist = data.train + data.valid
     recall = data.valid_recall(model, 20)
     assert recall > 0.3  # groups are easy; chance is 20 / 80
-    with pytest.raises(ValueError, match="solver"):
+    with pytest.raises(ConfigError, match="solver"):
         IALS(solver="lu").fit(data)
     assert model.score(np.arange(3), hist[:3]).shape == (3, data.n_items)
 
@@ -102,7 +103,7 @@ def test_itemknn_weighting_equals_dense_reference(weighting):
     np.testing.assert_allclose(model.similarity_.toarray(),
                                _dense_weighted_knn(data.train, weighting), rtol=1e-4,
                                atol=1e-6)
-    with pytest.raises(ValueError, match="weighting"):
+    with pytest.raises(ConfigError, match="weighting"):
         weight_interactions(data.train, "idf")
 
 

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from lvlmrec.errors import ConfigError
 from lvlmrec.represent.base import Recommender, TrainData, binary_csr
 from lvlmrec.represent.training import torch_threads
 
@@ -45,7 +46,7 @@ class EASE(Recommender):
 
     def fit(self, data: TrainData) -> EASE:
         if not self.l2 > 0:
-            raise ValueError(f"l2 must be positive, not {self.l2}")
+            raise ConfigError(f"ease: l2 must be positive, not {self.l2}")
         x = binary_csr(data.train)
         dtype = np.float64 if x.shape[1] <= 20_000 else np.float32
         gram = (x.T @ x).toarray().astype(dtype)
@@ -105,11 +106,11 @@ class IALS(Recommender):
 
     def _check(self) -> None:
         if self.solver not in ("exact", "cg"):
-            raise ValueError(f"solver must be 'exact' or 'cg', not {self.solver!r}")
+            raise ConfigError(f"ials: solver must be 'exact' or 'cg', not {self.solver!r}")
         if self.factors < 1 or self.iterations < 1 or self.cg_steps < 1:
-            raise ValueError("factors, iterations and cg_steps must be at least 1")
+            raise ConfigError("ials: factors, iterations and cg_steps must be at least 1")
         if self.regularization < 0 or self.unobserved_weight < 0:
-            raise ValueError("regularization and unobserved_weight must be non-negative")
+            raise ConfigError("ials: regularization and unobserved_weight must be non-negative")
 
     def fit(self, data: TrainData) -> IALS:
         self._check()
