@@ -103,7 +103,7 @@ def test_itemknn_weighting_equals_dense_reference(weighting):
     np.testing.assert_allclose(model.similarity_.toarray(),
                                _dense_weighted_knn(data.train, weighting), rtol=1e-4,
                                atol=1e-6)
-    with pytest.raises(ValueError, match="weighting"):
+    with pytest.raises(ConfigError, match="weighting"):
         weight_interactions(data.train, "idf")
 
 

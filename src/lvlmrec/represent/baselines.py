@@ -116,7 +116,7 @@ def weight_interactions(train: sp.spmatrix, weighting: str = "none", k1: float =
     column the document (implicit's `tfidf_weight`, `bm25_weight` on binary data).
     """
     if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, not {weighting!r}")
+        raise ConfigError(f"itemknn: weighting must be one of {WEIGHTINGS}, not {weighting!r}")
     x = binary_csr(train)
     if weighting == "none":
         return x
@@ -125,7 +125,8 @@ def weight_interactions(train: sp.spmatrix, weighting: str = "none", k1: float =
     weight = idf[rows]
     if weighting == "bm25":
         if k1 < 0 or not 0 <= b <= 1:
-            raise ValueError(f"bm25 needs k1 >= 0 and 0 <= b <= 1, not k1={k1}, b={b}")
+            raise ConfigError(f"itemknn: bm25 needs bm25_k1 >= 0 and 0 <= bm25_b <= 1, "
+                              f"not {k1} and {b}")
         item_count = np.bincount(x.indices, minlength=x.shape[1]).astype(np.float64)
         length = (1 - b) + b * item_count[x.indices] / item_count[item_count > 0].mean()
         weight = weight * (k1 + 1) / (k1 * length + 1)
