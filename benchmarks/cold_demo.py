@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import time
@@ -41,7 +39,9 @@ def main() -> None:
     command = [sys.executable, "-m", "lvlmrec.cli", "run", "--config",
                str(ROOT / "configs" / "cold.yaml"), "--workdir", str(args.workdir),
                "--no-progress"]
-    load_before = os.getloadavg()[0]
+    from _results import Load, save_results
+
+    load = Load()
     t0 = time.perf_counter()
     subprocess.run(command, check=True)
     wall = time.perf_counter() - t0
@@ -62,13 +62,6 @@ def main() -> None:
                          "p_ttest_bh": None if pd.isna(r.p_ttest_bh) else float(r.p_ttest_bh),
                          "n_users": int(r.n_users)})
     result = {
-        "benchmark": "cold_demo",
-        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "python": platform.python_version()},
-        "load_average_before": round(load_before, 1),
-        "load_average_after": round(os.getloadavg()[0], 1),
-        "command": "lvlmrec run --config configs/cold.yaml --workdir runs/cold",
         "wall_seconds_this_invocation": round(wall, 1),
         "note": args.note,
         "stage_seconds_recorded": stages,
@@ -80,8 +73,7 @@ def main() -> None:
         "needs_interactions": run.get("needs_interactions", []),
         "table": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    save_results("cold_demo", result, load, args.out)
     print(json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2))
 
 
