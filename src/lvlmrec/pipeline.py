@@ -31,6 +31,8 @@ class Context:
     config: RunConfig
     console: Console
     show_progress: bool = True
+    #: per-run options of stages that are no part of any key (`describe --describer NAME`)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -107,10 +109,11 @@ def run_pipeline(
     force: list[str] | None = None,
     console: Console | None = None,
     show_progress: bool = True,
+    options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or skip) the stages in order; returns one summary dict per stage."""
     console = console or Console()
-    ctx = Context(workdir, config, console, show_progress)
+    ctx = Context(workdir, config, console, show_progress, dict(options or {}))
     workdir.root.mkdir(parents=True, exist_ok=True)
     _save_config(config, workdir)
     book = StageBook(workdir)
