@@ -42,8 +42,8 @@ def description_sets(workdir: Workdir) -> dict[str, dict[str, Any]]:
     """Describer name -> its record, in config order (the first is plain `description`).
     A workdir from before named describers has one, `default`, from active.json."""
     path = describers_path(workdir)
-    if path.is_file():
-        return read_json(path)
+    if path.is_file():  # a list: JSON objects are written with sorted keys
+        return {r["name"]: r for r in read_json(path)}
     active = read_active(workdir)
     return {"default": active} if active else {}
 
@@ -78,7 +78,7 @@ def run_describers(cfg: DescribeConfig, workdir: Workdir, ds: Dataset,
         records[name] = record
         if on_done is not None:
             on_done(name, summary, record)
-    write_json(describers_path(workdir), records)
+    write_json(describers_path(workdir), [{**r, "name": n} for n, r in records.items()])
     first = next(iter(records.values()))
     if first.get("status") == "ok":
         write_json(active_path(workdir), first)
