@@ -219,8 +219,8 @@ def test_audit_numbers_on_a_fixture_with_known_answers():
     assert row["mean_words"] == pytest.approx((7 + 3 + 3) / 3)
     # bigrams: 6 + 2 + 2 = 10, distinct 6 + 2 = 8
     assert row["distinct_2"] == pytest.approx(0.8)
-    # title words repeated: "dress" 1/3, "chinos"/"blue" 0/2, "tote"/"bag" 0/2
-    assert row["title_overlap"] == pytest.approx((1 / 3 + 0 + 0) / 3)
+    # title words repeated: "red", "dress" 2/3, "chinos"/"blue" 0/2, "tote"/"bag" 0/2
+    assert row["title_overlap"] == pytest.approx((2 / 3 + 0 + 0) / 3)
     assert row["fidelity_colour"] == pytest.approx(2 / 3)
     assert row["fidelity_category"] == pytest.approx(2 / 3)
     assert row["fidelity_pattern"] == pytest.approx(2 / 3)
