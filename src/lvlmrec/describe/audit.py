@@ -260,6 +260,11 @@ def pairs_csv(workdir: Workdir) -> Path:
 
 
 DOWNSTREAM_METRICS = ("recall@10", "ndcg@10")
+AUDIT_ORDER = ("describer", "status", "backend", "model", "prompt", "prompt_hash", "n_items",
+               "n_texts", "coverage", "n_failed", "seconds", "items_per_second", "mean_words",
+               "mean_tokens", "distinct_texts", "shared_text_share", "distinct_2",
+               "title_overlap", "fidelity_colour", "fidelity_category", "fidelity_pattern",
+               "strategy")
 
 
 def write_describer_results(workdir: Workdir, strategies: Sequence[Any],
@@ -279,6 +284,8 @@ def write_describer_results(workdir: Workdir, strategies: Sequence[Any],
     down, pairs = describer_downstream(per_user_test, chosen, metrics, n_bootstrap,
                                        n_permutations, seed)
     table = audit.merge(down, on="describer", how="left") if len(down) else audit
+    lead = [c for c in AUDIT_ORDER if c in table]
+    table = table[lead + [c for c in table.columns if c not in lead]]
     write_csv(describers_csv(workdir), table)
     write_csv(pairs_csv(workdir), pairs)
     return [describers_csv(workdir), pairs_csv(workdir)]
