@@ -259,3 +259,48 @@ def test_downstream_metrics_per_describer_with_paired_tests():
     ac = pairs[(pairs.describer_a == "a") & (pairs.describer_b == "c")].iloc[0]
     assert ab["p_ttest_bh"] < 0.001 and ac["p_ttest"] == 1.0 and ac["difference"] == 0
     assert (pairs["p_ttest_bh"] >= pairs["p_ttest"]).all()
+
+
+# --------------------------------------------------------------------------- end to end
+E2E = """
+dataset: {format: synthetic, n_items: 30, n_users: 24, image_size: 48}
+describe:
+  backend: attributes
+  describers:
+    labels: {}
+    colours: {attributes: {max_labels: 0}}
+encode: {images: false}
+represent:
+  strategies:
+    - {name: title_text, kind: text, text: title}
+    - {name: text_labels, kind: text, text: description}
+    - {name: text_colours, kind: text, text: "description:colours"}
+evaluate: {n_bootstrap: 50, n_permutations: 50, ks: [10], significance_metrics: [recall@10]}
+report: {n_case_studies: 0}
+"""
+
+
+def test_two_describers_end_to_end(tmp_path, one_torch_thread):
+    config = tmp_path / "c.yaml"
+    config.write_text(E2E)
+    wd = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "-w", str(wd), "-c", str(config), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(wd / "results" / "describers.csv")
+    assert table["describer"].tolist() == ["labels", "colours"]
+    assert table["strategy"].tolist() == ["text_labels", "text_colours"]
+    assert (table["coverage"] == 1).all() and table["recall@10"].notna().all()
+    assert table["fidelity_colour"].between(0, 1).all()
+    report = (wd / "report" / "report.md").read_text()
+    assert "Describer **colours**: attributes" in report and "## Describers" in report
+    assert report.count("](figures/items/") >= 12
+    assert (wd / "report" / "figures" / "describers_recall.png").is_file()
+    # a third describer: only its texts are written; the others' embeddings stay cached
+    config.write_text(E2E.replace("    colours: {attributes: {max_labels: 0}}",
+                                  "    colours: {attributes: {max_labels: 0}}\n"
+                                  "    one: {attributes: {max_labels: 0, n_colours: 1}}"))
+    result = CliRunner().invoke(app, ["run", "-w", str(wd), "-c", str(config), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "labels: described 0 items" in result.output
+    assert "text_description__labels: cached" in result.output
+    assert "text_labels: cached" in result.output
