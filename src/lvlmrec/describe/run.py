@@ -8,7 +8,13 @@ from typing import Any
 
 from lvlmrec.config import DescribeConfig
 from lvlmrec.data.schema import Dataset
-from lvlmrec.describe.base import DescribeItem, DescribeSummary, describe_items, order_items
+from lvlmrec.describe.base import (
+    DescribeItem,
+    DescribeSummary,
+    adopt_legacy,
+    describe_items,
+    order_items,
+)
 from lvlmrec.describe.prompts import STRUCTURED_PROMPTS
 from lvlmrec.describe.registry import make_describer
 from lvlmrec.describe.store import DescriptionStore
@@ -115,6 +121,7 @@ def run_describe(cfg: DescribeConfig, workdir: Workdir, ds: Dataset,
                         max_items=cfg.max_items)
     try:
         with DescriptionStore(workdir.descriptions_db) as store:
+            adopt_legacy(describer, store)
             if on_ray:
                 from lvlmrec.describe.ray_engine import describe_items_ray
 
