@@ -259,7 +259,8 @@ def tiny_qwen2_vl(version: str = "2", seed: int = 0) -> tuple[Any, Any]:
                                pad_token="<|endoftext|>")
     vocab = tok.get_vocab()
     image_processor = tf.Qwen2VLImageProcessorPil(
-        min_pixels=4 * 28 * 28, max_pixels=16 * 28 * 28, patch_size=14, merge_size=2,
+        size={"shortest_edge": 4 * 28 * 28, "longest_edge": 16 * 28 * 28}, patch_size=14,
+        merge_size=2,
         temporal_patch_size=2)
     ids = {"image_token_id": vocab["<|image_pad|>"], "video_token_id": vocab["<|video_pad|>"],
            "vision_start_token_id": vocab["<|vision_start|>"],
