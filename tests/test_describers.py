@@ -131,6 +131,13 @@ def test_a_strategy_naming_an_unknown_describer_is_a_config_error():
         parse_config(data)
     data["represent"]["strategies"].pop()
     parse_config(data)
+    data["represent"]["strategies"].append({"name": "attrs", "kind": "text",
+                                            "text": "attributes:a"})
+    with pytest.raises(ConfigError, match=r"strategies\.attrs: source 'attributes:a' needs "
+                       r"describer 'a' to use a structured prompt"):
+        parse_config(data)
+    data["describe"]["describers"]["a"] = {"backend": "hf", "prompt": "structured"}
+    parse_config(data)
     default = {"represent": {"strategies": [{"name": "d", "kind": "text",
                                              "text": "description:default"}]}}
     parse_config(default)

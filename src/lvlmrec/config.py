@@ -332,15 +332,23 @@ class RunConfig(Section):
         """A strategy reading `description:<name>` needs a describer called <name>."""
         from lvlmrec.encode.store import split_source
 
-        names = list(self.describe.named()) if self.describe.enabled else []
+        from lvlmrec.describe.prompts import STRUCTURED_PROMPTS
+
+        named = self.describe.named() if self.describe.enabled else {}
         for s in self.represent.strategies:
             for source in s.sources():
                 base, describer = split_source(source)
-                if describer is not None and describer not in names:
+                if describer is not None and describer not in named:
                     raise ValueError(
                         f"represent.strategies.{s.name}: source {source!r} names describer "
                         f"{describer!r}, which describe.describers does not define (known: "
-                        f"{', '.join(names) or 'none, describe is disabled'})")
+                        f"{', '.join(named) or 'none, describe is disabled'})")
+                if base == "attributes" and (named[describer].backend == "attributes" or
+                                             named[describer].prompt not in STRUCTURED_PROMPTS):
+                    raise ValueError(
+                        f"represent.strategies.{s.name}: source {source!r} needs describer "
+                        f"{describer!r} to use a structured prompt "
+                        f"({', '.join(sorted(STRUCTURED_PROMPTS))}); it writes plain text")
         return self
 
 
