@@ -68,7 +68,8 @@ def _stages() -> list[Stage]:
         Stage("represent", ("prepare", "encode"),
               lambda c: {"represent": c.represent, "seed": c.seed}, stages.represent,
               "fit every representation strategy"),
-        Stage("evaluate", ("prepare", "represent"),
+        # describe: results/describers.csv audits every describer, used by a strategy or not
+        Stage("evaluate", ("prepare", "represent", "describe"),
               lambda c: {"evaluate": c.evaluate, "strategies": c.represent}, stages.evaluate,
               "rank the whole catalog for every user; metrics, significance, slices"),
         Stage("report", ("prepare", "evaluate"),

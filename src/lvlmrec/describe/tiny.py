@@ -161,6 +161,31 @@ def build_tiny_llava_next(path: str | Path, seed: int = 0) -> Path:
     return path
 
 
+def idefics_parts() -> tuple[list[str], Any, dict[str, Any]]:
+    """Special tokens, tokenizer, and the chat template and config arguments that tiny
+    Idefics3 and SmolVLM (the same architecture) share."""
+    specials = ["<unk>", "<|begin_of_text|>", "<end_of_utterance>", "<pad>", "<image>",
+                "<fake_token_around_image>", "<global-img>",
+                *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))]
+    tokenizer = word_level_tokenizer(specials, tiny_words() + ["user", "assistant"],
+                                     bos_token="<|begin_of_text|>", unk_token="<unk>",
+                                     eos_token="<end_of_utterance>", pad_token="<pad>")
+    template = ("{% for m in messages %}{{ m['role'] | capitalize }}:{% for c in m['content'] %}"
+                "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}"
+                "{% endfor %}<end_of_utterance>\n{% endfor %}"
+                "{% if add_generation_prompt %}Assistant:{% endif %}")
+    parts = {
+        "chat_template": template,
+        "text_config": {"model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": 64,
+                        "intermediate_size": 128, "num_hidden_layers": 2,
+                        "num_attention_heads": 4, "num_key_value_heads": 2, "pad_token_id": 3,
+                        "bos_token_id": 1, "eos_token_id": 2},
+        "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                          "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
+        "scale_factor": 2, "image_token_id": 4, "pad_token_id": 3, "tie_word_embeddings": False}
+    return specials, tokenizer, parts
+
+
 def build_tiny_idefics3(path: str | Path, seed: int = 0) -> Path:
     """A second family for the same tests: a tiny random Idefics3 (Llama text model,
     SigLIP-like vision tower, image splitting, nested image lists, a `User:... Assistant:`
@@ -174,28 +199,12 @@ def build_tiny_idefics3(path: str | Path, seed: int = 0) -> Path:
     )
 
     path = Path(path)
-    specials = ["<unk>", "<|begin_of_text|>", "<end_of_utterance>", "<pad>", "<image>",
-                "<fake_token_around_image>", "<global-img>",
-                *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))]
-    tokenizer = word_level_tokenizer(specials, tiny_words() + ["user", "assistant"],
-                                     bos_token="<|begin_of_text|>", unk_token="<unk>",
-                                     eos_token="<end_of_utterance>", pad_token="<pad>")
-    template = ("{% for m in messages %}{{ m['role'] | capitalize }}:{% for c in m['content'] %}"
-                "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}"
-                "{% endfor %}<end_of_utterance>\n{% endfor %}"
-                "{% if add_generation_prompt %}Assistant:{% endif %}")
+    specials, tokenizer, parts = idefics_parts()
     processor = Idefics3Processor(
         image_processor=Idefics3ImageProcessorPil(size={"longest_edge": 64},
                                                   max_image_size={"longest_edge": 32}),
-        tokenizer=tokenizer, image_seq_len=4, chat_template=template)
-    config = Idefics3Config(
-        text_config={"model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": 64,
-                     "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-                     "num_key_value_heads": 2, "pad_token_id": 3, "bos_token_id": 1,
-                     "eos_token_id": 2},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                       "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
-        scale_factor=2, image_token_id=4, pad_token_id=3, tie_word_embeddings=False)
+        tokenizer=tokenizer, image_seq_len=4, chat_template=parts.pop("chat_template"))
+    config = Idefics3Config(**parts)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Idefics3ForConditionalGeneration(config).eval()
@@ -323,26 +332,12 @@ def tiny_smolvlm(seed: int = 0) -> tuple[Any, Any]:
     """A tiny random SmolVLM (Llama text model, SigLIP-like tower, image splitting)."""
     import transformers as tf
 
-    specials = ["<unk>", "<|begin_of_text|>", "<end_of_utterance>", "<pad>", "<image>",
-                "<fake_token_around_image>", "<global-img>",
-                *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))]
-    tok = word_level_tokenizer(specials, tiny_words() + ["user", "assistant"],
-                               bos_token="<|begin_of_text|>", unk_token="<unk>",
-                               eos_token="<end_of_utterance>", pad_token="<pad>")
-    template = ("<|begin_of_text|>{% for m in messages %}{{ m['role'] | capitalize }}:"
-                "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
-                "{% else %}{{ c['text'] }}{% endif %}{% endfor %}<end_of_utterance>\n"
-                "{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}")
+    specials, tok, parts = idefics_parts()
     processor = image_only_processor(
         tf.SmolVLMProcessor, image_processor=tf.SmolVLMImageProcessorPil(
             size={"longest_edge": 64}, max_image_size={"longest_edge": 32}),
-        tokenizer=tok, image_seq_len=4, chat_template=template)
-    config = tf.SmolVLMConfig(
-        text_config={**_TEXT, "model_type": "llama", "vocab_size": len(tok),
-                     "pad_token_id": 3, "bos_token_id": 1, "eos_token_id": 2},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                       "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
-        scale_factor=2, image_token_id=4, pad_token_id=3, tie_word_embeddings=False)
+        tokenizer=tok, image_seq_len=4, chat_template=parts.pop("chat_template"))
+    config = tf.SmolVLMConfig(**parts)
     model = _seeded(lambda: tf.SmolVLMForConditionalGeneration(config), seed)
     model.generation_config = _generation_config(2, 3, len(specials))
     return processor, model
