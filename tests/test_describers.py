@@ -203,6 +203,11 @@ def test_describe_command_runs_one_named_describer(workdir, tmp_path):
     assert {p for p, _ in CALLS} == {"caption"}
     sets = description_sets(workdir)
     assert sets["b"]["status"] == "ok" and sets["a"]["status"] == "not run"
+    result = CliRunner().invoke(app, [*base, "--describer", "a"])
+    assert result.exit_code == 0, result.output
+    sets = description_sets(workdir)
+    assert sets["a"]["status"] == sets["b"]["status"] == "ok"  # b read from the store
+    assert sets["b"]["n_texts"] == sets["a"]["n_texts"] > 0
     result = CliRunner().invoke(app, [*base, "--describer", "zz"])
     assert isinstance(result.exception, ConfigError)  # main() exits 2 with its message
     assert "'zz' is not a describer" in str(result.exception)

@@ -70,11 +70,10 @@ def run_describers(cfg: DescribeConfig, workdir: Workdir, ds: Dataset,
                           f"configured: {', '.join(named)}")
     for sub in named.values():  # bad settings fail here, before any model loads
         make_describer(_keyed(sub)).close()
-    previous = description_sets(workdir)
     records: dict[str, dict[str, Any]] = {}
     for name, sub in named.items():
         if only and name not in only:
-            records[name] = previous.get(name) or {"name": name, "status": "not run"}
+            records[name] = stored_record(sub, workdir, name)
             continue
         try:
             summary, record = run_describe(sub, workdir, ds, show_progress, name=name)
@@ -91,6 +90,28 @@ def run_describers(cfg: DescribeConfig, workdir: Workdir, ds: Dataset,
     else:
         active_path(workdir).unlink(missing_ok=True)
     return records
+
+
+def stored_record(cfg: DescribeConfig, workdir: Workdir, name: str) -> dict[str, Any]:
+    """The record of a describer that is not run now: what the store holds under its key."""
+    describer = make_describer(_keyed(cfg))
+    try:
+        model, phash = describer.model_id, describer.prompt_hash
+        record = {**describer_identity(cfg), "name": name, "model": model,
+                  "prompt_hash": phash, "prompt_name": describer.prompt_name,
+                  "prompt_template": describer.prompt_template,
+                  "include_title": cfg.include_title,
+                  "structured": describer.prompt_name in STRUCTURED_PROMPTS}
+    finally:
+        describer.close()
+    if not workdir.descriptions_db.is_file():
+        return {**record, "status": "not run", "n_texts": 0}
+    with DescriptionStore(workdir.descriptions_db) as store:
+        texts = store.texts(model, phash)
+        stats = store.stats(model, phash)
+    return {**record, "status": "ok" if texts else "not run", "n_texts": len(texts),
+            "n_failed": stats["n_errors"], "seconds": round(stats["seconds"], 3),
+            "texts_digest": hash_obj(sorted(texts.items()))}
 
 
 def _keyed(cfg: DescribeConfig) -> DescribeConfig:
