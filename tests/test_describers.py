@@ -11,11 +11,13 @@ from lvlmrec.data.schema import Dataset
 from lvlmrec.describe import registry
 from lvlmrec.describe.audit import (
     audit_describer,
+    audit_path,
     describer_downstream,
     describer_strategies,
     fidelity,
     named_values,
     text_stats,
+    write_text_audit,
 )
 from lvlmrec.describe.base import Describer
 from lvlmrec.describe.run import description_sets, read_active, run_describers
@@ -23,7 +25,7 @@ from lvlmrec.describe.store import DescriptionStore
 from lvlmrec.encode.run import text_inputs
 from lvlmrec.encode.store import available_sources, source_file
 from lvlmrec.errors import ConfigError
-from lvlmrec.workdir import Workdir
+from lvlmrec.workdir import Workdir, read_json
 
 CALLS: list[tuple[str, int]] = []  # (prompt name, item id) of every text the fake wrote
 
@@ -162,6 +164,13 @@ def test_describers_run_and_resume_independently(workdir):
     three = {**two, "json": {"prompt": "structured"}}
     records = run_describers(describe_cfg(three), workdir, ds, show_progress=False)
     assert {p for p, _ in CALLS} == {"structured"} and len(CALLS) == ds.n_items
+    # a structured describer's fidelity is judged on its parsed attributes
+    write_text_audit(workdir, ds, describe_cfg(three), records)
+    rows = {r["describer"]: r for r in read_json(audit_path(workdir))}
+    assert rows["json"]["fidelity_colour"] == pytest.approx((ds.items.colour == "red").mean())
+    assert rows["json"]["fidelity_category"] == pytest.approx(
+        (ds.items.category == "dress").mean())
+    assert rows["readme"]["fidelity_colour"] is not None and rows["json"]["coverage"] == 1
     CALLS.clear()
     run_describers(describe_cfg(three), workdir, ds, only=["caption"], show_progress=False)
     assert CALLS == []

@@ -7,7 +7,8 @@ share of items whose text is shared with another item: such items look alike to 
 text representation); distinct-2 (distinct word bigrams / all bigrams); title overlap (the
 share of a title's words the text repeats); and, where items carry labelled attributes,
 fidelity: the share of labelled items whose text names the labelled value (the colour it
-names first, any word for the category or the pattern; synonyms in `synonyms.json`).
+names first, any word for the category or the pattern; synonyms in `synonyms.json`; for a
+structured describer, in its parsed attributes, category then colours then pattern).
 
 Then downstream (`describer_downstream`, run by the evaluate stage): each describer's
 text-only Recall@10 / NDCG@10 with bootstrap CIs, and paired tests between describers
@@ -128,8 +129,10 @@ def audit_labels(ds: Dataset, cfg: DescribeConfig) -> dict[str, list[str]]:
 
 def audit_describer(record: dict[str, Any], texts: dict[int, str], titles: Sequence[str],
                     labels: dict[str, list[str]],
-                    tokenize: Callable[[list[str]], list[int]] | None = None) -> dict[str, Any]:
-    """One row of the audit: the describer's record, text statistics, fidelity."""
+                    tokenize: Callable[[list[str]], list[int]] | None = None,
+                    fidelity_texts: dict[int, str] | None = None) -> dict[str, Any]:
+    """One row of the audit: the describer's record, text statistics, and fidelity (of
+    `fidelity_texts` when given: a structured describer's parsed attributes)."""
     n_items = int(record.get("n_items") or len(titles))
     seconds = record.get("seconds")
     row: dict[str, Any] = {
@@ -142,7 +145,8 @@ def audit_describer(record: dict[str, Any], texts: dict[int, str], titles: Seque
         "items_per_second": len(texts) / seconds if seconds else None,
     }
     row.update(text_stats(texts, titles, tokenize))
-    by_item = [texts.get(i) for i in range(len(titles))]
+    judged = texts if fidelity_texts is None else fidelity_texts
+    by_item = [judged.get(i) for i in range(len(titles))]
     for field in FIELDS:
         row[f"fidelity_{field}"] = (fidelity(field, by_item, labels[field])
                                     if field in labels else None)
@@ -184,8 +188,14 @@ def write_text_audit(workdir: Workdir, ds: Dataset, cfg: DescribeConfig,
         for name, record in records.items():
             texts = (store.texts(record["model"], record["prompt_hash"])
                      if record.get("prompt_hash") else {})
+            parsed = None
+            if record.get("structured"):
+                from lvlmrec.describe.structured import render_attributes
+
+                parsed = {i: render_attributes(json.loads(a)) for i, a in
+                          store.attributes(record["model"], record["prompt_hash"]).items()}
             rows.append(audit_describer({**record, "name": name}, texts, titles, labels,
-                                        tokenize))
+                                        tokenize, parsed))
     path = audit_path(workdir)
     write_json(path, rows)
     return path
