@@ -78,6 +78,8 @@ def run_describers(cfg: DescribeConfig, workdir: Workdir, ds: Dataset,
         try:
             summary, record = run_describe(sub, workdir, ds, show_progress, name=name)
         except Exception as err:  # noqa: BLE001 - one describer's failure stops only it
+            if len(named) == 1:  # nothing else to go on with: the error as it is
+                raise
             summary, record = None, {**describer_identity(sub), "name": name,
                                      "status": "failed", "error": f"{type(err).__name__}: {err}"}
         records[name] = record
