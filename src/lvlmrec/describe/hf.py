@@ -84,13 +84,15 @@ def choose_engine(name: str, device: str, model: str | None = None, greedy: bool
 
 
 def _model_type(model: str | None, trust_remote_code: bool) -> str | None:
-    """The checkpoint's `model_type` from its config alone (no weights), or None."""
+    """The checkpoint's `model_type` from its config alone (a local folder or the hub
+    cache; nothing is downloaded to decide), or None."""
     if not model:
         return None
     try:
         from transformers import AutoConfig
 
-        return AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code).model_type
+        return AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code,
+                                          local_files_only=True).model_type
     except Exception:  # noqa: BLE001 - unknown family: the caller picks generate
         return None
 
