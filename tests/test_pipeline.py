@@ -104,6 +104,7 @@ def test_crash_midway_resumes_without_redoing(tmp_path, monkeypatch):
 def test_corrupt_image_is_recorded_and_retried(tmp_path):
     cfg = _tiny_config()
     cfg.represent.strategies = cfg.represent.strategies[:2]
+    cfg.describe.describers = {}  # one describer: one set
     wd = Workdir(tmp_path / "run")
     run_pipeline(cfg, wd, only=["prepare"], show_progress=False)
     cfg.dataset = PreparedSource()  # images now belong to the user: nothing regenerates them
