@@ -99,13 +99,23 @@ def test_one_section_is_one_describer_called_default():
 
 
 def test_describers_take_the_section_settings_they_do_not_set():
-    cfg = parse_config({"describe": {"backend": "attributes", "batch_size": 7, "describers": {
-        "labels": {}, "colours_only": {"attributes": {"max_labels": 0}}}}}).describe
+    section = {"backend": "attributes", "batch_size": 7, "describers": {
+        "labels": {}, "colours_only": {"attributes": {"max_labels": 0}}}}
+    cfg = parse_config({"describe": section}).describe
     named = cfg.named()
     assert list(named) == ["labels", "colours_only"]
     assert named["labels"].attributes.max_labels == 2
     assert named["colours_only"].attributes.max_labels == 0
     assert named["colours_only"].batch_size == 7
+    # a saved config (unset settings written as null) reads back the same
+    import yaml
+
+    from lvlmrec.workdir import to_jsonable
+
+    saved = yaml.safe_load(yaml.safe_dump(to_jsonable(parse_config({"describe": section}))))
+    again = parse_config(saved).describe.named()
+    assert {n: c.model_dump() for n, c in again.items()} == {
+        n: c.model_dump() for n, c in named.items()}
 
 
 @pytest.mark.parametrize("describe, match", [

@@ -197,8 +197,9 @@ class DescribeConfig(Section):
                 raise ValueError(f"{key}: a describer name uses letters, digits, '_' and '-' "
                                  "only, starting with a letter or digit")
             try:
+                # null (as a saved config.yaml writes unset settings) means: the section's
                 cfg = DescribeConfig.model_validate({**base, **entry.model_dump(
-                    exclude_unset=True)})
+                    exclude_none=True)})
             except ValidationError as err:
                 msg = "; ".join(f"{'.'.join(map(str, e['loc'])) or name}: {e['msg']}"
                                 for e in err.errors())
