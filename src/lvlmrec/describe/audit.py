@@ -188,6 +188,9 @@ def write_text_audit(workdir: Workdir, ds: Dataset, cfg: DescribeConfig,
         for name, record in records.items():
             texts = (store.texts(record["model"], record["prompt_hash"])
                      if record.get("prompt_hash") else {})
+            if record.get("prompt_hash"):  # timing lives in the store, not in the record
+                seconds = store.stats(record["model"], record["prompt_hash"])["seconds"]
+                record = {**record, "seconds": round(seconds, 3)}
             parsed = None
             if record.get("structured"):
                 from lvlmrec.describe.structured import render_attributes

@@ -112,8 +112,7 @@ def stored_record(cfg: DescribeConfig, workdir: Workdir, name: str) -> dict[str,
         texts = store.texts(model, phash)
         stats = store.stats(model, phash)
     return {**record, "status": "ok" if texts else "not run", "n_texts": len(texts),
-            "n_failed": stats["n_errors"], "seconds": round(stats["seconds"], 3),
-            "texts_digest": hash_obj(sorted(texts.items()))}
+            "n_failed": stats["n_errors"], "texts_digest": hash_obj(sorted(texts.items()))}
 
 
 def _keyed(cfg: DescribeConfig) -> DescribeConfig:
@@ -172,8 +171,7 @@ def run_describe(cfg: DescribeConfig, workdir: Workdir, ds: Dataset,
         "structured": structured,
         "n_items": summary.n_items,
         "n_texts": len(texts),
-        "n_failed": summary.n_failed,
-        "seconds": round(stats["seconds"], 3),
+        "n_failed": stats["n_errors"],
         "texts_digest": hash_obj(sorted(texts.items())),
     }
     if not cfg.describers:  # one describer: active.json as before named describers
