@@ -151,7 +151,7 @@ def test_what_it_cannot_reproduce_goes_to_plain_generate(tiny_llava, caplog):
     with caplog.at_level(logging.WARNING, logger="lvlmrec.describe.hf"):
         sampled = _describer(tiny_llava, "fast", temperature=0.7)
     assert isinstance(sampled.engine, PlainGenerate)
-    assert "do_sample=True" in caplog.text and "using plain generate" in caplog.text
+    assert "sampling" in caplog.text and "using plain generate" in caplog.text
     model = sampled.hf_model
     engine = FastEngine()
     assert "repetition_penalty=1.3" in engine.unsupported(
@@ -216,3 +216,44 @@ def test_plan_waves_and_capacity():
 def test_strip_after_eos():
     assert strip_after_eos([5, 2, 0, 0], [2]) == [5, 2]
     assert strip_after_eos([5, 6], [2, 9]) == [5, 6]
+
+
+def test_auto_follows_the_gpu_measurement_table(tiny_llava, monkeypatch):
+    from lvlmrec.describe import hf
+
+    assert hf.choose_engine("auto", "cpu", str(tiny_llava))[0] == "generate"
+    engine, why = hf.choose_engine("auto", "cuda", str(tiny_llava))
+    assert engine == "generate" and "not matched generate's tokens on a GPU" in why
+    monkeypatch.setitem(hf.GPU_VERIFIED_MODEL_TYPES, "llava_next", "gpu_check.json")
+    assert hf.choose_engine("auto", "cuda", str(tiny_llava)) == (
+        "fast", "auto: fast matched generate on a GPU for llava_next (gpu_check.json)")
+    assert hf.choose_engine("auto", "cuda", str(tiny_llava), greedy=False)[0] == "generate"
+    monkeypatch.setitem(hf.GPU_VERIFIED_MODEL_TYPES, "llava_next", "x")
+    monkeypatch.delitem(hf.GPU_VERIFIED_MODEL_TYPES, "llava_next")
+    monkeypatch.setitem(hf.GPU_VERIFIED_MODEL_TYPES, "idefics3", "x")
+    engine, why = hf.choose_engine("auto", "cuda", str(tiny_llava))
+    assert engine == "generate" and "'llava_next'" in why
+
+
+def test_engine_and_resolved_dtype_are_in_the_key_old_keys_mean_generate(tiny_llava, tmp_path):
+    from lvlmrec.describe.base import DescribeItem, adopt_legacy, describe_items
+    from lvlmrec.describe.store import DescriptionStore
+
+    plain = _describer(tiny_llava, "generate")
+    fast = _describer(tiny_llava, "fast")
+    assert plain.settings()["engine"] == "generate" and fast.settings()["engine"] == "fast"
+    assert plain.settings()["resolved_dtype"] == "float32"
+    assert plain.prompt_hash != fast.prompt_hash
+    assert fast.legacy_prompt_hashes() == []
+    (legacy,) = plain.legacy_prompt_hashes()
+    with DescriptionStore(tmp_path / "d.sqlite") as store:
+        store.put_many(plain.model_id, legacy, [(0, "old text", None, 0.5),
+                                                (1, "older text", None, 0.5)])
+        assert adopt_legacy(fast, store) == 0
+        assert adopt_legacy(plain, store) == 2
+        assert store.texts(plain.model_id, plain.prompt_hash) == {0: "old text",
+                                                                  1: "older text"}
+        items = [DescribeItem(i, None, "t") for i in range(2)]
+        summary = describe_items(plain, store, items, show_progress=False)
+        assert summary.n_done_before == 2 and summary.n_described == 0
+        assert adopt_legacy(plain, store) == 0  # only into an empty set

@@ -219,3 +219,43 @@ def test_request_body_for_sampling_and_resizing():
     url = body["messages"][0]["content"][0]["image_url"]["url"]
     assert Image.open(io.BytesIO(base64.b64decode(url.split(",")[1]))).size == (16, 8)
     assert body["messages"][0]["content"][1] == {"type": "text", "text": "hello"}
+
+
+def test_two_describers_in_one_run_against_the_server(server, tmp_path):
+    from typer.testing import CliRunner
+
+    from lvlmrec.cli import app
+    from lvlmrec.config import parse_config
+    from lvlmrec.data.schema import Dataset
+    from lvlmrec.describe.run import run_describers
+    from lvlmrec.encode.run import text_inputs
+    from lvlmrec.workdir import Workdir
+
+    wd = tmp_path / "run"
+    result = CliRunner().invoke(app, ["prepare", "-w", str(wd), "--format", "synthetic",
+                                      "--n-items", "20", "--n-users", "10", "--image-size",
+                                      "32", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    workdir, n_before = Workdir(wd), len(server.requests)
+    ds = Dataset.load(workdir, features=False)
+    options = {"base_url": f"{server.url}/ok/v1", "backoff": 0.01, "concurrency": 4}
+    cfg = parse_config({"describe": {
+        "backend": "openai", "model": "llava-next-7b", "options": options, "batch_size": 8,
+        "describers": {"readme": {},
+                       "json": {"model": "qwen2-vl-7b", "prompt": "structured"}}}}).describe
+    records = run_describers(cfg, workdir, ds, show_progress=False)
+    assert [(r["status"], r["n_texts"]) for r in records.values()] == [("ok", 20), ("ok", 20)]
+    sent = server.requests[n_before:]
+    assert Counter(body["model"] for _, _, body in sent) == {"llava-next-7b": 20,
+                                                            "qwen2-vl-7b": 20}
+    sources = text_inputs(workdir, ds)
+    assert sources["description"] == sources["description:readme"]
+    prompts = {body["model"]: body["messages"][0]["content"][1]["text"] for _, _, body in sent}
+    assert "as a JSON object" in prompts["qwen2-vl-7b"]
+    assert prompts["llava-next-7b"].startswith("Describe this product image in detail")
+    assert sources["description:json"][0] == "It is 32x32."  # the echo is cleaned off
+    assert "attributes:json" in sources  # the fake answers prose: no fields found
+    assert set(sources["attributes:json"]) == {""}
+    # a second run sends nothing
+    run_describers(cfg, workdir, ds, show_progress=False)
+    assert len(server.requests) == n_before + 40

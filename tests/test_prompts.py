@@ -43,7 +43,7 @@ def test_templates_from_config():
     assert p == Prompt("short", custom["short"], True)
     assert p.texts(["shoe", "hat"]) == ["Name the shoe's colour.", "Name the hat's colour."]
     assert resolve_prompt("plain", False, custom).text("x") == custom["plain"]
-    with pytest.raises(ConfigError, match="unknown prompt 'nope'.*plain, short, study_code"):
+    with pytest.raises(ConfigError, match="unknown prompt .nope.*plain, short, structured, study_code"):
         resolve_prompt("nope", False, custom)
     with pytest.raises(ConfigError, match="built-in prompt name"):
         resolve_prompt("study_readme", False, {"study_readme": "other text"})

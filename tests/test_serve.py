@@ -36,7 +36,8 @@ STRATEGIES = [
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     cfg = load_run_config(named_config("demo"), None,
-                          ["dataset.image_size=48", "describe.attributes.max_labels=0"],
+                          ["dataset.image_size=48", "describe.attributes.max_labels=0",
+                           "describe.describers.colours.attributes.n_colours=1"],
                           {"dataset": {"n_items": 60, "n_users": 40}})
     cfg.represent.strategies = [StrategyConfig(**s) for s in STRATEGIES]
     cfg.evaluate.baseline = "title_text"

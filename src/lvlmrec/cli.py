@@ -117,11 +117,12 @@ def _merge_options(node: dict[str, Any], values: dict[str, Any]) -> None:
 
 
 def _run(cfg: RunConfig, workdir: Path, only: list[str] | None = None,
-         force: list[str] | None = None, progress: bool = True) -> list[dict[str, Any]]:
+         force: list[str] | None = None, progress: bool = True,
+         options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     from lvlmrec.pipeline import run_pipeline
 
     return run_pipeline(cfg, Workdir(workdir), only=only, force=force, console=console,
-                        show_progress=progress)
+                        show_progress=progress, options=options)
 
 
 # --------------------------------------------------------------------------- whole runs
@@ -310,6 +311,8 @@ def describe(
     address: str = AddressOpt,
     workers: int = WorkersOpt,
     gpus_per_worker: float = GpusOpt,
+    describer: list[str] = typer.Option(None, "--describer", help="Run only this named "
+                                        "describer (describe.describers; repeatable)."),
     set_: list[str] = SetOpt,
     progress: bool = ProgressOpt,
 ) -> None:
@@ -319,7 +322,14 @@ def describe(
         "batch_size": batch_size, "max_new_tokens": max_new_tokens, "max_items": max_items,
         "order": order, "scale": _scale(engine, address, workers, gpus_per_worker)}},
         stages=["describe"])
-    _run(cfg, workdir, only=["describe"], progress=progress)
+    if describer:
+        named = cfg.describe.named()
+        unknown = [d for d in describer if d not in named]
+        if unknown:
+            raise ConfigError(f"--describer: {', '.join(map(repr, unknown))} is not a describer "
+                              f"of this run; configured: {', '.join(named)}")
+    _run(cfg, workdir, only=["describe"], progress=progress,
+         options={"describers": describer or None})
 
 
 @app.command()

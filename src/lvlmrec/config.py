@@ -7,6 +7,7 @@ its inputs), so editing the report settings never re-runs the describer.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -143,6 +144,28 @@ class AttributesSettings(Section):
     ocr: bool = False
 
 
+class DescriberSettings(Section):
+    """One named describer (`describe.describers.<name>`): the describe settings it sets
+    itself; every setting it leaves out comes from the `describe` section (docs/describe.md)."""
+
+    backend: str | None = None
+    model: str | None = None
+    prompt: str | None = None
+    include_title: bool | None = None
+    batch_size: int | None = Field(None, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    device: str | None = None
+    attributes: AttributesSettings | None = None
+    options: dict[str, Any] | None = None
+
+
+#: settings that change no text: two describers differing only in these are the same one
+_NOT_IDENTITY = {"enabled", "batch_size", "device", "scale", "describers", "audit",
+                 "max_items", "order", "prompts"}
+
+
 class DescribeConfig(Section):
     """Which backend writes the item descriptions, with which prompt (docs/describe.md)."""
 
@@ -163,18 +186,74 @@ class DescribeConfig(Section):
     attributes: AttributesSettings = Field(default_factory=AttributesSettings)
     options: dict[str, Any] = Field(default_factory=dict)  # backend-specific, see the docs
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
+    # several describers in one run, by name; empty: this section is one describer `default`
+    describers: dict[str, DescriberSettings] = Field(default_factory=dict)
+    # the items columns holding labelled attributes the audit checks texts against
+    # (colour, category, pattern); the synthetic catalog's are used when left empty
+    audit: dict[Literal["colour", "category", "pattern"], str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _prompt_resolves(self) -> DescribeConfig:
         """An unknown prompt, or a title setting the template contradicts, fails at load."""
         from lvlmrec.describe.prompts import resolve_prompt
 
-        if self.backend != "attributes":  # the attributes describer takes no prompt
+        if self.backend != "attributes" and not self.describers:  # attributes takes no prompt
             try:
                 resolve_prompt(self.prompt, self.include_title, self.prompts)
             except ConfigError as err:
                 raise ValueError(str(err)) from None
+        if self.describers:
+            self.named()  # every describer resolves; names are simple; no two are the same
         return self
+
+    def named(self) -> dict[str, DescribeConfig]:
+        """Each describer's full settings by name, in config order; the first is the one
+        plain `description` means. Raises ValueError naming the describer that is wrong."""
+        if not self.describers:
+            return {"default": self}
+        base = self.model_dump(exclude={"describers"})
+        out: dict[str, DescribeConfig] = {}
+        seen: dict[str, str] = {}
+        for name, entry in self.describers.items():
+            key = f"describers.{name}"
+            if not DESCRIBER_NAME.fullmatch(name):
+                raise ValueError(f"{key}: a describer name uses letters, digits, '_' and '-' "
+                                 "only, starting with a letter or digit")
+            try:
+                # null (as a saved config.yaml writes unset settings) means: the section's
+                cfg = DescribeConfig.model_validate({**base, **entry.model_dump(
+                    exclude_none=True)})
+            except ValidationError as err:
+                msg = "; ".join(f"{'.'.join(map(str, e['loc'])) or name}: {e['msg']}"
+                                for e in err.errors())
+                raise ValueError(f"{key}: {msg}") from None
+            identity = hash_settings(cfg)
+            if identity in seen:
+                raise ValueError(f"{key}: same settings as describer {seen[identity]!r} (they "
+                                 "would write the same texts); change one or drop one")
+            seen[identity] = name
+            out[name] = cfg
+        return out
+
+
+DESCRIBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def hash_settings(cfg: DescribeConfig) -> str:
+    """What makes a describer's texts what they are (not batch size, device, ...)."""
+    from lvlmrec.describe.prompts import resolve_prompt
+
+    data = cfg.model_dump(mode="json", exclude=_NOT_IDENTITY)
+    if cfg.backend == "attributes":
+        for k in ("prompt", "include_title", "max_new_tokens", "temperature", "top_p", "model"):
+            data.pop(k, None)
+    else:
+        data.pop("attributes", None)
+        data["prompt"] = resolve_prompt(cfg.prompt, cfg.include_title, cfg.prompts).template
+    if cfg.temperature == 0:
+        data.pop("seed", None)
+        data.pop("top_p", None)
+    return repr(sorted(data.items()))
 
 
 # --------------------------------------------------------------------------- encode
@@ -205,6 +284,15 @@ class StrategyConfig(Section):
     scoring: Literal["mean", "max"] = "mean"
     params: dict[str, Any] = Field(default_factory=dict)
     search: Literal["default"] | None = None
+
+    def sources(self) -> list[str]:
+        """The embedding sources this strategy reads (part of its cache key)."""
+        out = [s for s in (self.text, self.vision) if s]
+        for key in ("text", "vision", "source"):
+            value = self.params.get(key)
+            if isinstance(value, str):
+                out.append(value)
+        return out
 
     @field_validator("name")
     @classmethod
@@ -312,6 +400,30 @@ class RunConfig(Section):
     def run_seeds(self) -> list[int]:
         """The seeds every seeded model is fitted with; the first is the primary one."""
         return list(self.seeds) if self.seeds else [self.seed]
+
+    @model_validator(mode="after")
+    def _describers_exist(self) -> RunConfig:
+        """A strategy reading `description:<name>` needs a describer called <name>."""
+        from lvlmrec.encode.store import split_source
+
+        from lvlmrec.describe.prompts import STRUCTURED_PROMPTS
+
+        named = self.describe.named() if self.describe.enabled else {}
+        for s in self.represent.strategies:
+            for source in s.sources():
+                base, describer = split_source(source)
+                if describer is not None and describer not in named:
+                    raise ValueError(
+                        f"represent.strategies.{s.name}: source {source!r} names describer "
+                        f"{describer!r}, which describe.describers does not define (known: "
+                        f"{', '.join(named) or 'none, describe is disabled'})")
+                if base == "attributes" and (named[describer].backend == "attributes" or
+                                             named[describer].prompt not in STRUCTURED_PROMPTS):
+                    raise ValueError(
+                        f"represent.strategies.{s.name}: source {source!r} needs describer "
+                        f"{describer!r} to use a structured prompt "
+                        f"({', '.join(sorted(STRUCTURED_PROMPTS))}); it writes plain text")
+        return self
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -33,6 +33,8 @@ class Context:
     console: Console
     show_progress: bool = True
     hasher: ContentHasher | None = None
+    #: per-run options of stages that are no part of any key (`describe --describer NAME`)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -75,7 +77,8 @@ def _stages() -> list[Stage]:
               lambda c: {"represent": c.represent, "seed": c.seed,
                          "code": code_key(c.represent.plugins), **_seeds(c)},
               stages.represent, "fit every representation strategy"),
-        Stage("evaluate", ("prepare", "represent"),
+        # describe: results/describers.csv audits every describer, used by a strategy or not
+        Stage("evaluate", ("prepare", "represent", "describe"),
               lambda c: {"evaluate": c.evaluate, "strategies": c.represent, **_seeds(c)},
               stages.evaluate,
               "rank the whole catalog for every user; metrics, significance, slices"),
@@ -220,6 +223,7 @@ def run_pipeline(
     force: list[str] | None = None,
     console: Console | None = None,
     show_progress: bool = True,
+    options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run (or skip) the stages in order; returns one summary dict per stage.
 
@@ -234,7 +238,8 @@ def run_pipeline(
         clean_run_temps(workdir)  # half-written files of a killed earlier run (dead pids only)
     force_set = _check_stage_names(only, force)
     workdir.root.mkdir(parents=True, exist_ok=True)
-    ctx = Context(workdir, config, console, show_progress, ContentHasher(workdir))
+    ctx = Context(workdir, config, console, show_progress, ContentHasher(workdir),
+                  dict(options or {}))
     with stage_lock(workdir, f"lvlmrec {' '.join(only) if only else 'run'}"):
         return _run_stages(ctx, only, force_set)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from lvlmrec.data.schema import Dataset
 from lvlmrec.pipeline import Context, StageResult
+from lvlmrec.errors import StageError
 from lvlmrec.workdir import StageBook, hash_obj, read_json
 
 
@@ -19,26 +20,45 @@ def prepare(ctx: Context) -> StageResult:
 
 
 def describe(ctx: Context) -> StageResult:
-    from lvlmrec.describe.run import active_path, run_describe
+    from rich.markup import escape
+
+    from lvlmrec.describe.audit import audit_labels, write_text_audit
+    from lvlmrec.describe.run import active_path, describers_path, run_describers
 
     cfg = ctx.config.describe
     if not cfg.enabled:
         active_path(ctx.workdir).unlink(missing_ok=True)
+        describers_path(ctx.workdir).unlink(missing_ok=True)
         ctx.console.print("  describe.enabled is false: no descriptions")
         return StageResult([], digest="disabled")
-    from rich.markup import escape
-
     ds = Dataset.load(ctx.workdir, features=False)
-    summary, active = run_describe(cfg, ctx.workdir, ds, ctx.show_progress)
-    ctx.console.print(f"  {summary.line()}")
-    for item_id, err in list(summary.failures.items())[:5]:
-        ctx.console.print(f"  [yellow]item {item_id}: {escape(err)}[/yellow]")
+    audit_labels(ds, cfg)  # a describe.audit column the items lack fails before any work
+    only = ctx.options.get("describers")
+    several = len(cfg.named()) > 1
+
+    def done(name, summary, record) -> None:
+        label = f"{name}: " if several else ""
+        if summary is None:
+            ctx.console.print(f"  [red]{label}failed: {escape(record['error'])}[/red]")
+            return
+        ctx.console.print(f"  {label}{summary.line()}")
+        for item_id, err in list(summary.failures.items())[:5]:
+            ctx.console.print(f"  [yellow]item {item_id}: {escape(err)}[/yellow]")
+
+    records = run_describers(cfg, ctx.workdir, ds, only, ctx.show_progress, on_done=done)
+    audit = write_text_audit(ctx.workdir, ds, cfg, records, ctx.config.encode.text_model)
+    ok = [r for r in records.values() if r.get("status") == "ok"]
+    if not ok:
+        raise StageError("every describer failed: " + "; ".join(
+            f"{n}: {r.get('error', r.get('status'))}" for n, r in records.items()))
     return StageResult(
-        [ctx.workdir.descriptions_db, active_path(ctx.workdir)],
-        info={"coverage": summary.n_covered, "failed": summary.n_failed,
-              "items_per_second": round(summary.items_per_second, 3)},
-        digest=active["texts_digest"] + active["model"] + active["prompt_hash"],
-        complete=summary.n_failed == 0,
+        [ctx.workdir.descriptions_db, describers_path(ctx.workdir), audit],
+        info={name: {"status": r.get("status"), "coverage": r.get("n_texts"),
+                     "failed": r.get("n_failed")} for name, r in records.items()},
+        digest=hash_obj({n: [r.get("texts_digest"), r.get("model"), r.get("prompt_hash")]
+                         for n, r in records.items()}),
+        complete=not only and all(r.get("status") == "ok" and not r.get("n_failed")
+                                  for r in records.values()),
     )
 
 

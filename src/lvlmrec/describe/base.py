@@ -53,6 +53,11 @@ class Describer(ABC):
     def prompt_hash(self) -> str:
         return hash_obj({"backend": self.backend, **self.settings()})[:16]
 
+    def legacy_prompt_hashes(self) -> list[str]:
+        """Keys an older version of this backend gave the same texts (newest first); a set
+        under one of them is adopted when the current key has none (`adopt_legacy`)."""
+        return []
+
     @property
     def prompt_name(self) -> str:
         return self.backend
@@ -261,6 +266,18 @@ def describe_items(
     bar.close()
     return DescribeSummary(model, phash, len(items), len(items) - n_pending, n_ok,
                            len(failures), time.perf_counter() - start, failures)
+
+
+def adopt_legacy(describer: Describer, store: DescriptionStore) -> int:
+    """Copy a set written under a legacy key of this describer to its current key, when
+    the current key has no rows yet; returns the rows adopted."""
+    model, phash = describer.model_id, describer.prompt_hash
+    if store.done_ids(model, phash) or store.errors(model, phash):
+        return 0
+    for old in describer.legacy_prompt_hashes():
+        if old != phash and store.done_ids(model, old):
+            return store.adopt(model, old, phash)
+    return 0
 
 
 def plan_batches(describer: Describer, store: DescriptionStore, items: Sequence[DescribeItem],

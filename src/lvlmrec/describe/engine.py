@@ -20,10 +20,12 @@ and changes only how it is driven:
 - a wave holds as many rows as fit in free GPU memory (KV bytes per token x tokens per
   row); a larger batch decodes in several equal waves.
 
-Greedy tokens equal `generate`'s (tested on CPU in fp32), so both engines share the
-store's cache key. What the engine cannot reproduce exactly (sampling, beam search,
-repetition penalties, an unverified model family) runs through plain `generate`, with
-the reason logged once.
+Greedy tokens equal `generate`'s (tested on CPU in fp32; on a GPU in bf16 only once
+benchmarks/gpu_check.sh has run there, see `GPU_VERIFIED_MODEL_TYPES`). The engine is part
+of the store's key all the same: in bf16, batch shapes alone can flip near-tied tokens.
+What the engine cannot reproduce exactly (sampling, beam search, repetition penalties, an
+unverified model family) runs through plain `generate`, with the reason logged, when it
+is known before the model loads; found only at load, it is a configuration error.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ log = logging.getLogger(__name__)
 #: Model families the engine is verified on (tests/test_describe_engine.py): every input
 #: tensor has one row per item, and positions are one index per token.
 SUPPORTED_MODEL_TYPES = frozenset({"llava_next", "idefics3"})
+#: Model families whose greedy tokens `fast` matched against `generate` on a real GPU, in
+#: bf16, with the measurement that showed it (benchmarks/gpu_check.sh). The `auto` engine
+#: picks `fast` only for these; empty until a GPU run is committed under
+#: benchmarks/results/, so until then `auto` means plain `generate` everywhere.
+GPU_VERIFIED_MODEL_TYPES: dict[str, str] = {}
 Chunk = Mapping[str, torch.Tensor]  # one processor call's output, on the model's device
 
 # generate() settings that add a logits processor the fast engine does not implement,

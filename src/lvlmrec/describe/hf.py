@@ -9,8 +9,10 @@ LLaVA-OneVision, Qwen2-VL / Qwen2.5-VL, Idefics3 and SmolVLM.
 Batches are left-padded so every prompt ends where generation starts; only the new tokens
 are decoded. Preprocessing (`prepare`) runs on CPU threads, ahead of the GPU when the
 describe loop drives it. Generation itself is one replaceable step (`engine`, see
-describe/engine.py): `generate` is plain `model.generate`; `fast` is ours, the default on
-CUDA. Engines give the same greedy outputs, so they share the store's cache key.
+describe/engine.py): `generate` is plain `model.generate`; `fast` is ours. `auto` (the
+default) picks `fast` only on CUDA for model families where a GPU run showed it matches
+`generate`'s tokens, else `generate`. The engine and the resolved dtype are part of the
+store's key, so a resumed run never mixes texts from two engines or precisions.
 """
 
 from __future__ import annotations
@@ -28,10 +30,18 @@ import torch
 from PIL import Image
 
 from lvlmrec.describe.base import PromptedDescriber
-from lvlmrec.describe.engine import FastEngine, GenerateEngine, PlainGenerate, strip_after_eos
+from lvlmrec.describe.engine import (
+    GPU_VERIFIED_MODEL_TYPES,
+    SUPPORTED_MODEL_TYPES,
+    FastEngine,
+    GenerateEngine,
+    PlainGenerate,
+    strip_after_eos,
+)
 from lvlmrec.describe.prompts import Prompt
 from lvlmrec.device import available_cpus, resolve_device
 from lvlmrec.errors import ConfigError, MissingDependencyError
+from lvlmrec.workdir import hash_obj
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +55,52 @@ ENGINES: dict[str, Callable[..., GenerateEngine]] = {"generate": PlainGenerate,
                                                      "fast": FastEngine}
 
 
+def choose_engine(name: str, device: str, model: str | None = None, greedy: bool = True,
+                  trust_remote_code: bool = False) -> tuple[str, str]:
+    """(engine, why): `auto` is `fast` only on CUDA, greedy, for a model family whose tokens
+    `fast` matched on a GPU (`GPU_VERIFIED_MODEL_TYPES`), else `generate`. Decided before
+    the model loads, because the engine is part of the store's key."""
+    if name == "fast":  # what is known before loading sends it to generate now
+        if not greedy:
+            return "generate", "fast is greedy only: sampling runs through generate"
+        model_type = _model_type(model, trust_remote_code)
+        if model_type is not None and model_type not in SUPPORTED_MODEL_TYPES:
+            return "generate", f"fast is not verified on model type {model_type!r}"
+    if name != "auto":
+        return name, "configured"
+    if not device.startswith("cuda"):
+        return "generate", f"auto: not a CUDA device ({device})"
+    if not greedy:
+        return "generate", "auto: sampling (fast is greedy only)"
+    if not GPU_VERIFIED_MODEL_TYPES:
+        return "generate", ("auto: fast has not matched generate's tokens on a GPU for any "
+                            "model family yet (benchmarks/gpu_check.sh)")
+    model_type = _model_type(model, trust_remote_code)
+    if model_type in GPU_VERIFIED_MODEL_TYPES:
+        return "fast", (f"auto: fast matched generate on a GPU for {model_type} "
+                        f"({GPU_VERIFIED_MODEL_TYPES[model_type]})")
+    return "generate", (f"auto: no GPU measurement of fast for model type {model_type!r} "
+                        f"(measured: {', '.join(sorted(GPU_VERIFIED_MODEL_TYPES))})")
+
+
+def _model_type(model: str | None, trust_remote_code: bool) -> str | None:
+    """The checkpoint's `model_type` from its config alone (a local folder or the hub
+    cache; nothing is downloaded to decide), or None."""
+    if not model:
+        return None
+    try:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code,
+                                          local_files_only=True).model_type
+    except Exception:  # noqa: BLE001 - unknown family: the caller picks generate
+        return None
+
+
 def make_engine(name: str, device: str, options: dict[str, Any]) -> GenerateEngine:
-    """The engine `name` with `options`; `auto` is `fast` on CUDA, `generate` elsewhere."""
+    """The engine `name` (`generate` or `fast`; `auto` resolved by `choose_engine`)."""
     if name == "auto":
-        name = "fast" if device.startswith("cuda") else "generate"
+        name = choose_engine(name, device)[0]
     if name not in ENGINES:
         raise ConfigError(f"describe.options.engine: unknown engine {name!r}; known: auto, "
                           f"{', '.join(sorted(ENGINES))}")
@@ -115,7 +167,14 @@ class HFDescriber(PromptedDescriber):
         self.processor_kwargs = dict(processor_kwargs or {})
         self.attn_implementation = attn_implementation
         self.trust_remote_code = trust_remote_code
-        self.engine = make_engine(engine, self.device, dict(engine_options or {}))
+        engine_name, why = choose_engine(engine, self.device, model, self.greedy,
+                                         trust_remote_code)
+        if engine == "auto":
+            log.info("hf: engine %s for %s (%s)", engine_name, model, why)
+        elif engine_name != engine:
+            log.warning("hf: engine %r cannot serve %s (%s); using plain generate", engine,
+                        model, why)
+        self.engine = make_engine(engine_name, self.device, dict(engine_options or {}))
         if preprocess_workers is not None and preprocess_workers < 1:
             raise ConfigError("describe.options.preprocess_workers: must be at least 1")
         self.preprocess_workers = preprocess_workers or min(8, available_cpus())
@@ -125,10 +184,21 @@ class HFDescriber(PromptedDescriber):
         self._local = threading.local()  # each preprocessing thread's own processor copy
 
     def settings(self) -> dict[str, Any]:
-        # the configured dtype, not the resolved one: moving a run between a GPU and a CPU
-        # keeps its descriptions (their numerics differ slightly; their meaning does not)
+        # the engine and the resolved dtype name the texts' origin, so a resumed run never
+        # mixes engines or precisions in one set
+        return {**self._legacy_settings(), "engine": self.engine.name,
+                "resolved_dtype": str(self.torch_dtype).removeprefix("torch.")}
+
+    def _legacy_settings(self) -> dict[str, Any]:
         return {**super().settings(), "dtype": self.dtype, "quant": self.quant,
                 "processor_kwargs": self.processor_kwargs}
+
+    def legacy_prompt_hashes(self) -> list[str]:
+        """Keys of stores written before the engine joined the key: those texts are plain
+        `generate`'s, so a `generate` describer adopts them."""
+        if self.engine.name != "generate":
+            return []
+        return [hash_obj({"backend": self.backend, **self._legacy_settings()})[:16]]
 
     def load(self) -> None:
         if self.hf_model is not None:
@@ -168,10 +238,9 @@ class HFDescriber(PromptedDescriber):
             torch.manual_seed(self.seed)
         self.processor, self.hf_model = processor, model
         reason = self.engine.unsupported(model, self.generate_kwargs())
-        if reason:
-            log.warning("hf: engine %r cannot serve %s (%s); using plain generate",
-                        self.engine.name, self.model, reason)
-            self.engine = PlainGenerate()
+        if reason:  # the engine is in the store's key: falling back now would mislabel texts
+            raise ConfigError(f"describe.options.engine: engine {self.engine.name!r} cannot "
+                              f"serve {self.model} ({reason}); set engine: generate (or auto)")
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.preprocess_workers,
                                             thread_name_prefix="preprocess")

@@ -36,7 +36,24 @@ STUDY_CODE = (
     "Provide a concise but informative description (2-3 sentences)."
 )
 
-BUILTIN_PROMPTS: dict[str, str] = {"study_readme": STUDY_README, "study_code": STUDY_CODE}
+# Beyond the study: a structured answer (parsed into per-item attributes, the text source
+# `attributes:<describer>`), keywords, and a one-sentence caption (short texts, cheap to write).
+STRUCTURED = (
+    "Describe the product in this image as a JSON object with the keys \"category\", "
+    "\"colours\" (a list, main colour first), \"pattern\", \"material\", \"style\" and "
+    "\"occasion\". Answer with the JSON object only."
+)
+KEYWORDS = (
+    "List up to ten keywords for this product: its category, colours, pattern, material and "
+    "style. Answer with the keywords only, separated by commas."
+)
+CAPTION = "Describe this product in one sentence, naming its category and main colour."
+
+BUILTIN_PROMPTS: dict[str, str] = {"study_readme": STUDY_README, "study_code": STUDY_CODE,
+                                   "structured": STRUCTURED, "keywords": KEYWORDS,
+                                   "caption": CAPTION}
+#: prompts whose answers are parsed into attributes (describe/structured.py)
+STRUCTURED_PROMPTS = frozenset({"structured"})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,6 +34,13 @@ CREATE TABLE IF NOT EXISTS prompts (
     settings    TEXT,
     created     REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS attributes (
+    item_id     INTEGER NOT NULL,
+    model       TEXT    NOT NULL,
+    prompt_hash TEXT    NOT NULL,
+    attributes  TEXT    NOT NULL,
+    PRIMARY KEY (item_id, model, prompt_hash)
+);
 """
 
 
@@ -142,3 +149,39 @@ class DescriptionStore:
             "SELECT model, prompt_hash, COUNT(text) FROM descriptions GROUP BY model, prompt_hash"
         )
         return cur.fetchall()
+
+    # ------------------------------------------------------------------ describer sets
+    def stats(self, model: str, prompt_hash: str) -> dict[str, float]:
+        """Texts, errors and the seconds the texts took, summed over every run of the set."""
+        n_texts, n_errors, seconds = self._conn.execute(
+            "SELECT COUNT(text), COUNT(*) - COUNT(text), COALESCE(SUM(seconds), 0) "
+            "FROM descriptions WHERE model=? AND prompt_hash=?", (model, prompt_hash)).fetchone()
+        return {"n_texts": int(n_texts), "n_errors": int(n_errors), "seconds": float(seconds)}
+
+    def adopt(self, model: str, old_hash: str, new_hash: str) -> int:
+        """Copy a set's rows to a new key (a key scheme changed, the texts did not);
+        returns the rows copied. Rows already under the new key are kept."""
+        cur = self._conn.execute(
+            "INSERT OR IGNORE INTO descriptions SELECT item_id, model, ?, text, error, "
+            "seconds, created FROM descriptions WHERE model=? AND prompt_hash=?",
+            (new_hash, model, old_hash))
+        self._conn.commit()
+        return cur.rowcount
+
+    def put_attributes(self, model: str, prompt_hash: str,
+                       rows: Iterable[tuple[int, str]]) -> None:
+        """Store (item_id, attributes JSON) parsed from a set's texts, beside them."""
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO attributes VALUES (?, ?, ?, ?)",
+            [(int(i), model, prompt_hash, a) for i, a in rows])
+        self._conn.commit()
+
+    def attributes(self, model: str, prompt_hash: str) -> dict[int, str]:
+        """item_id -> attributes JSON of a set (structured prompts only)."""
+        try:
+            cur = self._conn.execute(
+                "SELECT item_id, attributes FROM attributes WHERE model=? AND prompt_hash=?",
+                (model, prompt_hash))
+        except sqlite3.OperationalError:  # a read-only store older than the table
+            return {}
+        return dict(cur.fetchall())

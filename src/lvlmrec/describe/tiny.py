@@ -161,6 +161,31 @@ def build_tiny_llava_next(path: str | Path, seed: int = 0) -> Path:
     return path
 
 
+def idefics_parts() -> tuple[list[str], Any, dict[str, Any]]:
+    """Special tokens, tokenizer, and the chat template and config arguments that tiny
+    Idefics3 and SmolVLM (the same architecture) share."""
+    specials = ["<unk>", "<|begin_of_text|>", "<end_of_utterance>", "<pad>", "<image>",
+                "<fake_token_around_image>", "<global-img>",
+                *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))]
+    tokenizer = word_level_tokenizer(specials, tiny_words() + ["user", "assistant"],
+                                     bos_token="<|begin_of_text|>", unk_token="<unk>",
+                                     eos_token="<end_of_utterance>", pad_token="<pad>")
+    template = ("{% for m in messages %}{{ m['role'] | capitalize }}:{% for c in m['content'] %}"
+                "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}"
+                "{% endfor %}<end_of_utterance>\n{% endfor %}"
+                "{% if add_generation_prompt %}Assistant:{% endif %}")
+    parts = {
+        "chat_template": template,
+        "text_config": {"model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": 64,
+                        "intermediate_size": 128, "num_hidden_layers": 2,
+                        "num_attention_heads": 4, "num_key_value_heads": 2, "pad_token_id": 3,
+                        "bos_token_id": 1, "eos_token_id": 2},
+        "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                          "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
+        "scale_factor": 2, "image_token_id": 4, "pad_token_id": 3, "tie_word_embeddings": False}
+    return specials, tokenizer, parts
+
+
 def build_tiny_idefics3(path: str | Path, seed: int = 0) -> Path:
     """A second family for the same tests: a tiny random Idefics3 (Llama text model,
     SigLIP-like vision tower, image splitting, nested image lists, a `User:... Assistant:`
@@ -174,28 +199,12 @@ def build_tiny_idefics3(path: str | Path, seed: int = 0) -> Path:
     )
 
     path = Path(path)
-    specials = ["<unk>", "<|begin_of_text|>", "<end_of_utterance>", "<pad>", "<image>",
-                "<fake_token_around_image>", "<global-img>",
-                *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7))]
-    tokenizer = word_level_tokenizer(specials, tiny_words() + ["user", "assistant"],
-                                     bos_token="<|begin_of_text|>", unk_token="<unk>",
-                                     eos_token="<end_of_utterance>", pad_token="<pad>")
-    template = ("{% for m in messages %}{{ m['role'] | capitalize }}:{% for c in m['content'] %}"
-                "{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}{% endif %}"
-                "{% endfor %}<end_of_utterance>\n{% endfor %}"
-                "{% if add_generation_prompt %}Assistant:{% endif %}")
+    specials, tokenizer, parts = idefics_parts()
     processor = Idefics3Processor(
         image_processor=Idefics3ImageProcessorPil(size={"longest_edge": 64},
                                                   max_image_size={"longest_edge": 32}),
-        tokenizer=tokenizer, image_seq_len=4, chat_template=template)
-    config = Idefics3Config(
-        text_config={"model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": 64,
-                     "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-                     "num_key_value_heads": 2, "pad_token_id": 3, "bos_token_id": 1,
-                     "eos_token_id": 2},
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                       "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
-        scale_factor=2, image_token_id=4, pad_token_id=3, tie_word_embeddings=False)
+        tokenizer=tokenizer, image_seq_len=4, chat_template=parts.pop("chat_template"))
+    config = Idefics3Config(**parts)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Idefics3ForConditionalGeneration(config).eval()
@@ -204,3 +213,135 @@ def build_tiny_idefics3(path: str | Path, seed: int = 0) -> Path:
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+# --------------------------------------------------------------------------- more families
+# Qwen2-VL, Qwen2.5-VL, LLaVA-OneVision and SmolVLM processors hold a video processor, and
+# transformers' video processors need torchvision, which cannot be installed beside the
+# CPU torch here (it breaks `import transformers`). Their image path does not need it, so
+# the tiny models of these families are built in memory with an image-only processor and
+# given to `HFDescriber.attach`: everything after loading (chat template, image processing,
+# batching, generation, decoding) is the code a real checkpoint runs.
+def image_only_processor(cls: type, **parts: Any) -> Any:
+    """`cls(**parts)` with no video processor (the class's check would demand one)."""
+
+    class ImageOnly(cls):  # type: ignore[misc, valid-type]
+        def check_argument_for_proper_class(self, name: str, arg: Any) -> Any:
+            if name == "video_processor" and arg is None:
+                return None
+            return super().check_argument_for_proper_class(name, arg)
+
+    ImageOnly.__name__ = ImageOnly.__qualname__ = cls.__name__
+    return ImageOnly(video_processor=None, **parts)
+
+
+_QWEN_SPECIALS = ["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
+                  "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+_QWEN_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% else %}{{ c['text'] }}{% endif %}{% endfor %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+_TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024}
+
+
+def _generation_config(eos: int, pad: int, n_specials: int) -> Any:
+    from transformers import GenerationConfig
+
+    return GenerationConfig(eos_token_id=eos, pad_token_id=pad,
+                            suppress_tokens=list(range(n_specials)))
+
+
+def _seeded(build, seed: int) -> Any:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build().eval()
+
+
+def tiny_qwen2_vl(version: str = "2", seed: int = 0) -> tuple[Any, Any]:
+    """A tiny random Qwen2-VL (`version` "2") or Qwen2.5-VL ("2.5"): (processor, model)."""
+    import transformers as tf
+
+    tok = word_level_tokenizer(_QWEN_SPECIALS, tiny_words() + ["user", "assistant"],
+                               unk_token="<unk>", eos_token="<|im_end|>",
+                               pad_token="<|endoftext|>")
+    vocab = tok.get_vocab()
+    image_processor = tf.Qwen2VLImageProcessorPil(
+        size={"shortest_edge": 4 * 28 * 28, "longest_edge": 16 * 28 * 28}, patch_size=14,
+        merge_size=2,
+        temporal_patch_size=2)
+    ids = {"image_token_id": vocab["<|image_pad|>"], "video_token_id": vocab["<|video_pad|>"],
+           "vision_start_token_id": vocab["<|vision_start|>"],
+           "vision_end_token_id": vocab["<|vision_end|>"]}
+    text = {**_TEXT, "vocab_size": len(vocab),
+            "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}}
+    if version == "2":
+        processor_cls, config_cls, model_cls = (tf.Qwen2VLProcessor, tf.Qwen2VLConfig,
+                                                tf.Qwen2VLForConditionalGeneration)
+        vision = {"depth": 2, "embed_dim": 32, "hidden_size": 64, "num_heads": 4,
+                  "mlp_ratio": 2}
+    else:
+        processor_cls, config_cls, model_cls = (tf.Qwen2_5_VLProcessor, tf.Qwen2_5_VLConfig,
+                                                tf.Qwen2_5_VLForConditionalGeneration)
+        vision = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4,
+                  "out_hidden_size": 64, "window_size": 56, "fullatt_block_indexes": [1]}
+    processor = image_only_processor(processor_cls, image_processor=image_processor,
+                                     tokenizer=tok, chat_template=_QWEN_TEMPLATE)
+    config = config_cls(text_config=text, vision_config={
+        **vision, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+        **ids, eos_token_id=vocab["<|im_end|>"], pad_token_id=1, tie_word_embeddings=False)
+    model = _seeded(lambda: model_cls(config), seed)
+    model.generation_config = _generation_config(vocab["<|im_end|>"], 1, len(_QWEN_SPECIALS))
+    return processor, model
+
+
+def tiny_llava_onevision(seed: int = 0) -> tuple[Any, Any]:
+    """A tiny random LLaVA-OneVision (Qwen2 text model, SigLIP vision tower, anyres)."""
+    import transformers as tf
+
+    specials = [*_QWEN_SPECIALS, "<image>", "<video>"]
+    tok = word_level_tokenizer(specials, tiny_words() + ["user", "assistant"],
+                               unk_token="<unk>", eos_token="<|im_end|>",
+                               pad_token="<|endoftext|>")
+    vocab = tok.get_vocab()
+    template = _QWEN_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>",
+                                      "<image>\n")
+    pinpoints = [[32, 32], [32, 64], [64, 32], [64, 64]]
+    image_processor = tf.LlavaOnevisionImageProcessorPil(
+        size={"height": 32, "width": 32}, image_grid_pinpoints=pinpoints)
+    processor = image_only_processor(
+        tf.LlavaOnevisionProcessor, image_processor=image_processor, tokenizer=tok,
+        chat_template=template, num_image_tokens=16, vision_feature_select_strategy="full",
+        vision_aspect_ratio="anyres_max_9")
+    config = tf.LlavaOnevisionConfig(
+        text_config={**_TEXT, "model_type": "qwen2", "vocab_size": len(vocab)},
+        vision_config={"model_type": "siglip_vision_model", "hidden_size": 32,
+                       "intermediate_size": 64, "num_hidden_layers": 2,
+                       "num_attention_heads": 4, "image_size": 32, "patch_size": 8},
+        image_token_index=vocab["<image>"], video_token_index=vocab["<video>"],
+        image_grid_pinpoints=pinpoints, vision_feature_select_strategy="full",
+        vision_feature_layer=-1, vision_aspect_ratio="anyres_max_9",
+        tie_word_embeddings=False)
+    model = _seeded(lambda: tf.LlavaOnevisionForConditionalGeneration(config), seed)
+    model.generation_config = _generation_config(vocab["<|im_end|>"], 1, len(specials))
+    return processor, model
+
+
+def tiny_smolvlm(seed: int = 0) -> tuple[Any, Any]:
+    """A tiny random SmolVLM (Llama text model, SigLIP-like tower, image splitting)."""
+    import transformers as tf
+
+    specials, tok, parts = idefics_parts()
+    processor = image_only_processor(
+        tf.SmolVLMProcessor, image_processor=tf.SmolVLMImageProcessorPil(
+            size={"longest_edge": 64}, max_image_size={"longest_edge": 32}),
+        tokenizer=tok, image_seq_len=4, chat_template=parts.pop("chat_template"))
+    config = tf.SmolVLMConfig(**parts)
+    model = _seeded(lambda: tf.SmolVLMForConditionalGeneration(config), seed)
+    model.generation_config = _generation_config(2, 3, len(specials))
+    return processor, model
+
+
+TINY_FAMILIES = {"qwen2_vl": lambda: tiny_qwen2_vl("2"), "qwen2_5_vl": lambda: tiny_qwen2_vl("2.5"),
+                 "llava_onevision": tiny_llava_onevision, "smolvlm": tiny_smolvlm}

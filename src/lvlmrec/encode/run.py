@@ -8,6 +8,7 @@ or on a Ray cluster (`encode.scale`, docs/ray.md): same files, same keys.
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,9 +17,9 @@ from rich.console import Console
 
 from lvlmrec.config import EncodeConfig, ScaleConfig
 from lvlmrec.data.schema import Dataset, image_hashes
-from lvlmrec.describe.run import read_active
+from lvlmrec.describe.run import description_sets
 from lvlmrec.describe.store import DescriptionStore
-from lvlmrec.encode.store import embedding_meta, save_embedding
+from lvlmrec.encode.store import embedding_meta, save_embedding, text_embedding_name
 from lvlmrec.workdir import Workdir, hash_obj
 
 if TYPE_CHECKING:
@@ -34,13 +35,37 @@ def text_inputs(workdir: Workdir, ds: Dataset) -> dict[str, list[str]]:
     meta_text = ds.items["text"].fillna("").astype(str).tolist()
     if any(meta_text):
         out["metadata"] = [_join(t, m) for t, m in zip(titles, meta_text)]
-    active = read_active(workdir)
-    if active and active.get("n_texts", 0) > 0 and workdir.descriptions_db.is_file():
-        with DescriptionStore(workdir.descriptions_db) as store:
-            texts = store.texts(active["model"], active["prompt_hash"])
-        desc = [texts.get(i, "") for i in range(ds.n_items)]
-        out["description"] = desc
-        out["title_description"] = [_join(t, d) if d else "" for t, d in zip(titles, desc)]
+    for source, texts in describer_texts(workdir, ds.n_items).items():
+        out[source] = texts
+        if source.partition(":")[0] == "description":
+            title_source = source.replace("description", "title_description", 1)
+            out[title_source] = [_join(t, d) if d else "" for t, d in zip(titles, texts)]
+    return out
+
+
+def describer_texts(workdir: Workdir, n_items: int) -> dict[str, list[str]]:
+    """`description` (the first describer's) and, with several describers, each one's
+    `description:<name>` and `attributes:<name>`, aligned with item ids."""
+    from lvlmrec.describe.structured import render_attributes
+
+    configured = description_sets(workdir)
+    sets = {n: r for n, r in configured.items()
+            if r.get("n_texts", 0) > 0 and r.get("status", "ok") == "ok"}
+    if not sets or not workdir.descriptions_db.is_file():
+        return {}
+    out: dict[str, list[str]] = {}
+    with DescriptionStore(workdir.descriptions_db) as store:
+        for name, rec in sets.items():
+            texts = store.texts(rec["model"], rec["prompt_hash"])
+            desc = [texts.get(j, "") for j in range(n_items)]
+            if name == next(iter(configured)):
+                out["description"] = desc
+            out[f"description:{name}"] = desc
+            if rec.get("structured"):
+                attrs = store.attributes(rec["model"], rec["prompt_hash"])
+                out[f"attributes:{name}"] = [
+                    render_attributes(json.loads(attrs[j])) if j in attrs else ""
+                    for j in range(n_items)]
     return out
 
 
@@ -65,7 +90,7 @@ def _encode_texts(cfg: EncodeConfig, workdir: Workdir, ds: Dataset, console: Con
     outputs: list[Path] = []
     pending: dict[str, tuple[str, list[str]]] = {}  # source -> (key, texts)
     for source, texts in text_inputs(workdir, ds).items():
-        name = f"text_{source}"
+        name = text_embedding_name(source)
         key = hash_obj({"model": cfg.text_model, "texts": hash_obj(texts)})
         meta = embedding_meta(workdir, name)
         if meta is None or meta.get("key") != key:
@@ -76,10 +101,14 @@ def _encode_texts(cfg: EncodeConfig, workdir: Workdir, ds: Dataset, console: Con
     if pending:
         encoder = TextEncoder(cfg.text_model, device=cfg.device, batch_size=cfg.text_batch_size)
         console.print(f"  encoding {', '.join(pending)} texts with {cfg.text_model}")
-        embeddings = engine.texts(encoder, [texts for _, texts in pending.values()])
-        for (source, (key, _)), emb in zip(pending.items(), embeddings):
-            save_embedding(workdir, f"text_{source}", emb, {"key": key, "model": encoder.model_id,
-                                                            "source": source, "normalised": True})
+        # a source with the same texts as another (`description` and the first describer's
+        # `description:<name>`) is encoded once
+        unique = {key: texts for key, texts in pending.values()}
+        embeddings = dict(zip(unique, engine.texts(encoder, list(unique.values()))))
+        for source, (key, _) in pending.items():
+            save_embedding(workdir, text_embedding_name(source), embeddings[key],
+                           {"key": key, "model": encoder.model_id, "source": source,
+                            "normalised": True})
     return outputs
 
 

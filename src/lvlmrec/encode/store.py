@@ -11,6 +11,12 @@ Sources are how representations name their inputs:
   metadata           -> embeddings/text_metadata.npy     (title + the dataset's own text)
   efficientnet (or any image model name)  -> embeddings/image_<source>.npy
   dataset:<name>                          -> dataset/features/<name>.npy (came with the data)
+
+With several describers (`describe.describers`), each one's texts are sources of their own:
+  description:<name>        -> embeddings/text_description__<name>.npy
+  title_description:<name>  -> embeddings/text_title_description__<name>.npy
+  attributes:<name>         -> embeddings/text_attributes__<name>.npy (structured prompt only)
+Plain `description` and `title_description` are the first describer's.
 """
 
 from __future__ import annotations
@@ -24,6 +30,26 @@ from lvlmrec.errors import StageError
 from lvlmrec.workdir import Workdir, read_json, save_npy, write_json
 
 TEXT_SOURCES = ("title", "description", "title_description", "metadata")
+#: text sources that exist once per describer, as `<source>:<describer name>`
+DESCRIBER_SOURCES = ("description", "title_description", "attributes")
+
+
+def split_source(source: str) -> tuple[str, str | None]:
+    """`description:vlm` -> ("description", "vlm"); sources of no describer -> (source, None)."""
+    base, sep, name = source.partition(":")
+    if sep and base in DESCRIBER_SOURCES:
+        return base, name
+    return source, None
+
+
+def is_text_source(source: str) -> bool:
+    return source in TEXT_SOURCES or split_source(source)[1] is not None
+
+
+def text_embedding_name(source: str) -> str:
+    """The embeddings/ file stem of a text source (no ':' in file names)."""
+    base, name = split_source(source)
+    return f"text_{base}" if name is None else f"text_{base}__{name}"
 
 
 def save_embedding(workdir: Workdir, name: str, array: np.ndarray,
@@ -54,8 +80,8 @@ def list_embeddings(workdir: Workdir) -> list[str]:
 def source_file(workdir: Workdir, source: str) -> Path:
     if source.startswith("dataset:"):
         return workdir.features_dir / f"{source.split(':', 1)[1]}.npy"
-    if source in TEXT_SOURCES:
-        return workdir.embedding_path(f"text_{source}")
+    if is_text_source(source):
+        return workdir.embedding_path(text_embedding_name(source))
     return workdir.embedding_path(f"image_{source}")
 
 
@@ -64,7 +90,8 @@ def available_sources(workdir: Workdir) -> list[str]:
     for name in list_embeddings(workdir):
         kind, _, src = name.partition("_")
         if kind in ("text", "image") and src:
-            out.append(src)
+            base, sep, describer = src.partition("__")
+            out.append(f"{base}:{describer}" if sep and kind == "text" else src)
     if workdir.features_dir.is_dir():
         out.extend(f"dataset:{p.stem}" for p in sorted(workdir.features_dir.glob("*.npy")))
     return out

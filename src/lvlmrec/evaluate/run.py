@@ -37,9 +37,10 @@ from lvlmrec import __version__
 from lvlmrec.config import EvaluateConfig, RepresentConfig, StrategyConfig
 from lvlmrec.evaluate import cold
 from lvlmrec.data.schema import Dataset
-from lvlmrec.describe.run import read_active
+from lvlmrec.describe.run import description_sets, read_active
 from lvlmrec.describe.store import DescriptionStore
-from lvlmrec.encode.store import TEXT_SOURCES, embedding_meta
+from lvlmrec.encode.store import (DESCRIBER_SOURCES, embedding_meta, is_text_source,
+                                  split_source, text_embedding_name)
 from lvlmrec.errors import ConfigError, StageError
 from lvlmrec.evaluate.protocols import Task, describe_protocol, evaluate_task, make_task
 from lvlmrec.evaluate.ranking import METRICS, Ranking, metric_columns, tie_record
@@ -106,13 +107,20 @@ def main_metrics(cfg: EvaluateConfig) -> list[str]:
 
 def source_info(workdir: Workdir, source: str) -> dict[str, Any]:
     """What a representation's input was made from (the report's ablation reads it)."""
-    meta = embedding_meta(workdir, f"text_{source}") if source in TEXT_SOURCES else None
+    meta = embedding_meta(workdir, text_embedding_name(source)) \
+        if is_text_source(source) else None
     info: dict[str, Any] = {}
     for key in ("model", "include_title", "prompt_name", "prompt_hash"):
         if meta and key in meta:
             info[key] = meta[key]
-    if source in ("description", "title_description"):
-        active = read_active(workdir) or {}
+    base, describer = split_source(source)
+    if base in DESCRIBER_SOURCES:
+        sets = description_sets(workdir)
+        if describer is None:
+            describer = next(iter(sets), None)
+        active = sets.get(describer) or {}
+        if active:
+            info["describer"] = describer
         for key in ("model", "include_title", "prompt_name", "prompt_hash"):
             if key in active:
                 info.setdefault(f"describer_{key}" if key == "model" else key, active[key])
@@ -285,7 +293,11 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
     })
     console.print(f"  baseline {baseline}; significance over {len(test_users) // len(timings)} "
                   f"users in {stats_seconds:.1f}s")
-    return [*paths.values(), workdir.run_json]
+    from lvlmrec.describe.audit import write_describer_results
+
+    described = write_describer_results(workdir, configured, test_users, cfg.n_bootstrap,
+                                        cfg.n_permutations, cfg.seed)
+    return [*paths.values(), workdir.run_json, *described]
 
 
 def with_seed_columns(summary: pd.DataFrame, per_seed: pd.DataFrame, cols: list[str],

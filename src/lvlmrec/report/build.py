@@ -238,8 +238,11 @@ def build_report(cfg: ReportConfig, workdir: Workdir, console: Console,
                                 read_json(workdir.dataset_json).get("counts", {}), metric)
     if section is not None:
         figs.append(Figure("cold_items", section.caption, section.figure))
+    from lvlmrec.report.describers import DescribersSection
+
     page = Page(workdir, ds, res, table, figs, notes, cases, compare, metric,
-                fairness_sections(workdir, res.run, metric), section)
+                fairness_sections(workdir, res.run, metric), section,
+                DescribersSection(workdir, ds, res.run))
     outputs = [page.write_figures(), page.write_markdown(), page.write_html()]
     steps.update()
     steps.close()
@@ -260,6 +263,7 @@ class Page:
     metric: str
     sections: list[Section] = dataclasses.field(default_factory=list)
     cold: cold.ColdSection | None = None
+    describers: Any = None  # report/describers.py: who wrote the texts, the audit
 
     def __post_init__(self) -> None:
         self.descriptions = active_descriptions(self.workdir)
@@ -323,10 +327,13 @@ class Page:
                 data = self.thumb(item)
                 if data is not None:
                     write_bytes(folder / "items" / f"{item}.jpg", data)
+        if self.describers is not None:
+            self.describers.write_files(folder)
         return folder
 
     def write_markdown(self) -> Path:
-        lines = ["# lvlmrec report", "", *[f"{s}  " for s in self.intro()], "",
+        header = self.describers.header() if self.describers is not None else []
+        lines = ["# lvlmrec report", "", *[f"{s}  " for s in self.intro() + header], "",
                  f"## Results (test split, protocol: {self.res.run['protocol']})", "",
                  self.table.map(lambda v: v.replace("*", "\\*") if isinstance(v, str)
                                 else v).to_markdown(index=False), ""]
@@ -336,6 +343,8 @@ class Page:
                 lines += [section.table.to_markdown(index=False), ""]
         if self.cold is not None:
             lines += cold.markdown(self.cold)
+        if self.describers is not None:
+            lines += self.describers.markdown()
         lines += ["## Figures", ""]
         for fig in self.figs:
             lines += [f"![{fig.name}](figures/{fig.name}.png)", "", f"*{fig.caption}*", ""]
@@ -386,7 +395,8 @@ class Page:
                  "<h1>lvlmrec report</h1>"]
         if self.res.run["protocol"] != "full":
             parts.append(f"<p class='protocol'>{e(self.res.run['protocol_label'])}</p>")
-        parts += [f"<p>{_inline_markdown(e(s))}</p>" for s in self.intro()]
+        header = self.describers.header() if self.describers is not None else []
+        parts += [f"<p>{_inline_markdown(e(s))}</p>" for s in self.intro() + header]
         parts += [f"<h2>Results (test split, protocol: {e(self.res.run['protocol'])})</h2>",
                   self.table.to_html(index=False, classes="results", border=0, escape=True)]
         for section in self.sections:
@@ -397,6 +407,8 @@ class Page:
                                                    escape=True))
         if self.cold is not None:
             parts.append(cold.html(self.cold, _inline_markdown))
+        if self.describers is not None:
+            parts += self.describers.html(_data_uri)
         parts.append("<h2>Figures</h2>")
         for fig in self.figs:
             parts.append(f"<figure><img alt='{e(fig.name)}' src='{_data_uri(fig.png, 'png')}'>"

@@ -154,9 +154,4 @@ def _required(cls: type, name: str) -> bool:
 
 def sources_of(strategy: StrategyConfig) -> list[str]:
     """The embedding sources a strategy reads (part of its cache key)."""
-    out = [s for s in (strategy.text, strategy.vision) if s]
-    for key in ("text", "vision", "source"):
-        value = strategy.params.get(key)
-        if isinstance(value, str):
-            out.append(value)
-    return out
+    return strategy.sources()

@@ -27,7 +27,8 @@ from lvlmrec.data.images import image_roots, refused_image
 from lvlmrec.data.schema import Dataset
 from lvlmrec.describe.run import read_active
 from lvlmrec.describe.store import DescriptionStore
-from lvlmrec.encode.store import TEXT_SOURCES, embedding_meta
+from lvlmrec.encode.store import (TEXT_SOURCES, embedding_meta, is_text_source,
+                                  text_embedding_name)
 from lvlmrec.errors import ConfigError, LvlmrecError, StageError
 from lvlmrec.represent.base import Recommender
 from lvlmrec.represent.fit import load_model
@@ -338,9 +339,9 @@ def _text_source(wd: Workdir, strategy: StrategyConfig | None, model: Recommende
     if strategy is None or strategy.kind != "text" or text_model is None:
         return None
     source = getattr(model, "source", None)
-    if source not in TEXT_SOURCES:
+    if not isinstance(source, str) or not is_text_source(source):
         return None
-    meta = embedding_meta(wd, f"text_{source}")
+    meta = embedding_meta(wd, text_embedding_name(source))
     if meta is not None and "model" in meta:
         from lvlmrec.encode.text import TextEncoder
 
