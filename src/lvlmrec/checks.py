@@ -225,7 +225,7 @@ def _source_field(strategy, src: str) -> str:
 def _source_problem(config: RunConfig, src: str, workdir: Path | None) -> str | None:
     """Why a source will not exist when represent runs, where that is knowable now."""
     from lvlmrec.encode.run import _image_source_name
-    from lvlmrec.encode.store import TEXT_SOURCES, source_file
+    from lvlmrec.encode.store import TEXT_SOURCES, source_file, split_source
     from lvlmrec.workdir import Workdir
 
     exists = workdir is not None and source_file(Workdir(workdir), src).is_file()
@@ -234,6 +234,11 @@ def _source_problem(config: RunConfig, src: str, workdir: Path | None) -> str | 
     if src.startswith("dataset:"):
         if config.dataset.format == "prepared" and workdir is not None:
             return f"source {src!r}: the prepared dataset has no feature {src[8:]!r}"
+        return None
+    base, describer = split_source(src)
+    if describer is not None:  # description:<name> and the like: the config validates <name>
+        if not config.describe.enabled:
+            return f"source {src!r} needs descriptions, but describe.enabled is false"
         return None
     if src in TEXT_SOURCES:
         if src in ("description", "title_description") and not config.describe.enabled:
@@ -244,8 +249,9 @@ def _source_problem(config: RunConfig, src: str, workdir: Path | None) -> str | 
         if not config.encode.images:
             return f"source {src!r} is an image embedding, but encode.images is false"
         return None
-    return (f"unknown source {src!r}: use a text source ({', '.join(TEXT_SOURCES)}), the "
-            f"image model's source {image!r}, or dataset:<feature>")
+    return (f"unknown source {src!r}: use a text source ({', '.join(TEXT_SOURCES)}, or "
+            f"description:<describer> and the like), the image model's source {image!r}, or "
+            "dataset:<feature>")
 
 
 def _evaluate_problems(config: RunConfig) -> list[tuple[str, str]]:
