@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from lvlmrec.describe.base import Describer
+from lvlmrec.describe.base import SOURCE_KEY, Describer
 from lvlmrec.encode.image import ImageEncoder
 from lvlmrec.errors import MissingDependencyError
 from lvlmrec.imageio import to_rgb
@@ -507,6 +507,8 @@ class AttributesDescriber(Describer):
         self.device = device
         self._encoder = image_encoder
         self._ocr_engine = None
+        self._shared: tuple[Any, list[Any]] | None = None
+        self._labels_by_source: dict[str, list[str]] = {}
 
     @property
     def model_id(self) -> str:
@@ -530,16 +532,47 @@ class AttributesDescriber(Describer):
             self._encoder = ImageEncoder(device=self.device)
         return self._encoder
 
+    def share_image_pass(self, workdir: Any, paths: list[Any]) -> None:
+        """Take labels from the workdir's shared EfficientNet pass over these image files
+        (encode/image_pass.py), which the encode stage then reuses; it runs on `load`."""
+        from lvlmrec.encode.image_pass import ImagePassCache
+
+        self._shared = (ImagePassCache.for_workdir(workdir), list(paths))
+
+    def load(self) -> None:
+        if self._shared is None or self.max_labels <= 0:
+            return
+        from lvlmrec.encode.image_pass import image_pass
+
+        cache, paths = self._shared
+        try:
+            outputs = image_pass(self._image_encoder(), paths, cache, show_progress_bar=False)
+        finally:
+            cache.close()
+        self._labels_by_source = {str(p): labels for p, labels
+                                  in zip(paths, self._labels(outputs)) if p is not None}
+
+    def _labels(self, outputs: Any) -> list[list[str]]:
+        top = outputs.top_labels(self.max_labels, self.label_threshold)
+        # dict.fromkeys: ImageNet repeats a few names ("maillot", "crane")
+        return [list(dict.fromkeys(name for name, _ in row)) for row in top]
+
     def describe(
         self, images: list[Image.Image | None], titles: list[str] | None = None
     ) -> list[str]:
         """One description per image; titles are ignored. A None image gives ""."""
         labels: list[list[str]] = [[] for _ in images]
         if self.max_labels > 0:
-            outputs = self._image_encoder().encode_and_classify(images, show_progress_bar=False)
-            top = outputs.top_labels(self.max_labels, self.label_threshold)
-            # dict.fromkeys: ImageNet repeats a few names ("maillot", "crane")
-            labels = [list(dict.fromkeys(name for name, _ in row)) for row in top]
+            sources = [img.info.get(SOURCE_KEY) if img is not None else None for img in images]
+            todo = [i for i, s in enumerate(sources) if s not in self._labels_by_source]
+            for i, s in enumerate(sources):
+                if s in self._labels_by_source:
+                    labels[i] = self._labels_by_source[s]
+            if todo:  # images the shared pass did not see: run the network on them here
+                outputs = self._image_encoder().encode_and_classify(
+                    [images[i] for i in todo], show_progress_bar=False)
+                for i, row in zip(todo, self._labels(outputs)):
+                    labels[i] = row
         texts = []
         for img, lab in zip(images, labels):
             if img is None:
