@@ -110,13 +110,14 @@ def test_category_words_only_when_confident():
 def test_texts_tell_more_apart():
     """Shares, shape and pattern strength separate items the v1 sentence made identical."""
     a = Attributes([Colour("navy", 0.7, None), Colour("white", 0.3, None)], "striped",
-                   shape="tall", strength="fine")
+                   shape="tall", size="small", strength="fine")
     b = Attributes([Colour("navy", 0.5, None), Colour("white", 0.5, None)], "striped",
                    strength="bold")
     ta, tb = sentence(a, ["dress"]), sentence(b, ["dress"])
-    assert ta == ("A navy and white striped product (about 70% navy). It has a tall shape "
-                  "and a fine pattern. It looks like a dress.")
-    assert tb.startswith("A navy and white striped product (about 50% navy). It has a bold")
+    assert ta == ("A navy and white striped product (about 70% navy). It is small and tall, "
+                  "with a fine pattern. It looks like a dress.")
+    assert tb.startswith("A navy and white striped product (about 50% navy). It has a bold "
+                         "pattern.")
     assert sentence(Attributes([Colour("red", 1.0, None)], "solid"), ["trousers"]) == (
         "A solid red product. It looks like trousers.")
 

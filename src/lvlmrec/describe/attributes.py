@@ -9,13 +9,13 @@ It writes one or two plain sentences per product image from measurable attribute
 - pattern: solid, striped, checked, polka-dot, zigzag, patterned or a printed graphic,
   from edge density and coverage, a gradient-orientation histogram, FFT periodicity and
   the shapes of the connected regions of a two-tone segmentation;
-- shape and pattern strength: "tall"/"wide" from the product's outline, "fine"/"bold"
+- size, shape and pattern strength: "small"/"large" in the frame, "tall"/"wide" outline, "fine"/"bold"
   from the pattern's edge density;
 - what it is: EfficientNet-Lite0's ImageNet classes summed into product-category words
   (shoe, dress, bag...), named only when confident (`categories=False`: raw ImageNet labels);
 - optionally the text printed on the product (RapidOCR).
 
-Example: "A navy and white striped product (about 60% navy). It has a fine pattern.
+Example: "A navy and white striped product (about 60% navy). It is tall, with a fine pattern.
 It looks like a top."
 Output is deterministic: no random initialisation, fixed pixel subsampling.
 """
@@ -152,6 +152,7 @@ class Attributes:
     dot_colour: str | None = None  # polka-dot only: colour of the dots
     ground_colour: str | None = None  # polka-dot only: colour around the dots
     shape: str | None = None  # "tall" or "wide" outline; None when squat or unknown
+    size: str | None = None  # "small" or "large" share of the frame; None in between
     strength: str | None = None  # "fine" or "bold" pattern; None when unsure
 
     @property
@@ -171,6 +172,8 @@ def analyse_image(img: Image.Image, n_colours: int = 2, patterns: bool = True,
     colours = dominant_colours(lab[fg], lin[fg], n_colours, exclude_skin)
     attrs = detect_pattern(lab, fg, outside, colours) if patterns else Attributes(colours, None)
     attrs.shape = _shape(fg)
+    share = float(fg.mean())
+    attrs.size = None if fg.all() else "small" if share < 0.2 else "large" if share > 0.5 else None
     return attrs
 
 
@@ -590,13 +593,12 @@ def sentence(attrs: Attributes, labels: list[str], text: str = "") -> str:
         share = attrs.colours[0].share / sum(c.share for c in attrs.colours)
         first += f" (about {int(round(share * 10)) * 10}% {attrs.colours[0].name})"
     parts = [f"{first}."]
-    traits = []
-    if attrs.shape:
-        traits.append(f"a {attrs.shape} shape")
-    if attrs.strength and p not in (None, "solid", "graphic"):
-        traits.append(f"a {attrs.strength} pattern")
-    if traits:
-        parts.append(f"It has {_join(traits)}.")
+    looks = [w for w in (attrs.size, attrs.shape) if w]
+    strength = attrs.strength if p not in (None, "solid", "graphic") else None
+    if looks or strength:
+        pattern_clause = f"a {strength} pattern" if strength else ""
+        parts.append(f"It is {_join(looks)}, with {pattern_clause}." if looks and strength
+                     else f"It is {_join(looks)}." if looks else f"It has {pattern_clause}.")
     if labels:
         parts.append(f"It looks like {_join([_with_article(x) for x in labels], 'or')}.")
     if text:

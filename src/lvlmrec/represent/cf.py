@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from lvlmrec.errors import StageError
 from lvlmrec.represent.base import Recommender, TrainData
 from lvlmrec.represent.graph import to_torch_sparse, user_item_adjacency
-from lvlmrec.represent.training import EarlyStopping, seed_everything
+from lvlmrec.represent.training import EarlyStopping, cpu_threads, seed_everything
 from lvlmrec.workdir import atomic_path
 
 #: bytes of scores (users x items, float32) one validation block may hold
@@ -208,8 +208,8 @@ class EmbeddingRecommender(Recommender):
 
     Subclasses build their `BPRModule` and keep the trainer settings as parameters:
     `learning_rate`, `lr_decay`, `batch_size`, `epochs`, `patience`, `eval_every`, `seed`,
-    and `num_threads`: torch CPU threads while fitting (None keeps the process setting;
-    small models gain nothing from more threads, and lose a lot on a busy machine).
+    and `num_threads`: torch CPU threads while fitting (None: every core the process is
+    granted; on a busy machine one thread can be faster for small models).
     """
 
     def build_module(self, data: TrainData) -> BPRModule:
@@ -223,13 +223,8 @@ class EmbeddingRecommender(Recommender):
                     desc=self.label or type(self).__name__)
 
     def fit(self, data: TrainData) -> EmbeddingRecommender:
-        threads = torch.get_num_threads()
-        if self.num_threads:
-            torch.set_num_threads(self.num_threads)
-        try:
+        with cpu_threads(data.device, self.num_threads):
             return self._fit(data)
-        finally:
-            torch.set_num_threads(threads)
 
     def _fit(self, data: TrainData) -> EmbeddingRecommender:
         seed_everything(self.seed)

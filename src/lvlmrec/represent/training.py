@@ -50,15 +50,15 @@ class EarlyStopping:
 
 
 @contextlib.contextmanager
-def cpu_threads(device: str, limit: int) -> Iterator[None]:
-    """Run torch CPU work on at most `limit` intra-op threads (fewer if fewer cores are
-    granted), then restore the previous setting. No effect on other devices."""
+def cpu_threads(device: str, limit: int | None = None) -> Iterator[None]:
+    """Run torch CPU work on at most `limit` intra-op threads (None: every core this
+    process is granted), then restore the previous setting. No effect on other devices."""
     import torch
 
     from lvlmrec.device import set_cpu_threads
 
     before = torch.get_num_threads()
-    if torch.device(device).type == "cpu" and set_cpu_threads() > limit:
+    if torch.device(device).type == "cpu" and set_cpu_threads() > (limit or 0) > 0:
         set_cpu_threads(limit)
     try:
         yield
