@@ -9,8 +9,8 @@ It writes one or two plain sentences per product image from measurable attribute
 - pattern: solid, striped, checked, polka-dot, zigzag, patterned or a printed graphic,
   from edge density and coverage, a gradient-orientation histogram, FFT periodicity and
   the shapes of the connected regions of a two-tone segmentation;
-- size, shape and pattern strength: "small"/"large" in the frame, "tall"/"wide" outline, "fine"/"bold"
-  from the pattern's edge density;
+- size, shape and pattern strength: "small"/"large" in the frame, a "tall"/"wide"
+  outline, a "fine"/"bold" pattern from its edge density;
 - what it is: EfficientNet-Lite0's ImageNet classes summed into product-category words
   (shoe, dress, bag...), named only when confident (`categories=False`: raw ImageNet labels);
 - optionally the text printed on the product (RapidOCR).
