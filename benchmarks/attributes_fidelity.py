@@ -13,6 +13,7 @@ command) to benchmarks/results/attributes_fidelity.json unless --out says otherw
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import tempfile
 import time
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "attributes_fidelity.json")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         if args.workdir:
             root = args.workdir / "dataset"
@@ -99,7 +101,7 @@ def main() -> None:
     result["describer"] = describer.settings()
     result["seconds"] = round(seconds, 2)
     print({k: v for k, v in result.items() if k != "examples"})
-    write_result(args.out, run_record(result))
+    write_result(args.out, run_record(result, load_before))
 
 
 if __name__ == "__main__":
