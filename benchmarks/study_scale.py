@@ -10,6 +10,8 @@ one line per stage and writes JSON (date, machine, load, command) to
 benchmarks/results/study_scale[_<scale>].json.
 
     python benchmarks/study_scale.py [--scale 1.0] [--epochs 1] [--workdir /tmp/study]
+    python benchmarks/study_scale.py --config src/lvlmrec/configs/demo.yaml  # any config,
+        # every stage including report, e.g. the demo's per-stage CPU time and memory
 
 Full training is then about (epochs to convergence) x (the fit's seconds per epoch):
 docs/benchmarks.md gives the extrapolation.
@@ -92,21 +94,28 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=Path("runs/study_scale"))
+    parser.add_argument("--config", type=Path, help="run this config's stages instead")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     load_before = os.getloadavg()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    config = args.workdir.parent / f"{args.workdir.name}.yaml"
-    cfg = study_config(args.scale, args.epochs)
-    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    print(f"{cfg['dataset']['n_users']} users, {cfg['dataset']['n_items']} items, "
-          f"{len(cfg['represent']['strategies'])} representations, {args.epochs} epoch(s)")
-    rows = [run_stage(stage, config, args.workdir) for stage in STAGES]
-    suffix = "" if args.scale == 1.0 else f"_{args.scale:g}"
-    out = args.out or Path(__file__).parent / "results" / f"study_scale{suffix}.json"
-    write_result(out, run_record({"scale": args.scale, "epochs": args.epochs,
-                                  "n_users": cfg["dataset"]["n_users"],
-                                  "n_items": cfg["dataset"]["n_items"], "stages": rows,
+    if args.config:
+        config, stages = args.config, (*STAGES, "report")
+        cfg = yaml.safe_load(config.read_text())
+        name = f"stages_{config.stem}"
+    else:
+        config, stages = args.workdir.parent / f"{args.workdir.name}.yaml", STAGES
+        cfg = study_config(args.scale, args.epochs)
+        config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        name = "study_scale" + ("" if args.scale == 1.0 else f"_{args.scale:g}")
+    print(f"{cfg['dataset'].get('n_users')} users, {cfg['dataset'].get('n_items')} items, "
+          f"{len(cfg['represent']['strategies'])} representations")
+    rows = [run_stage(stage, config, args.workdir) for stage in stages]
+    out = args.out or Path(__file__).parent / "results" / f"{name}.json"
+    write_result(out, run_record({"config": str(config), "scale": args.scale,
+                                  "epochs": args.epochs,
+                                  "n_users": cfg["dataset"].get("n_users"),
+                                  "n_items": cfg["dataset"].get("n_items"), "stages": rows,
                                   "total_wall_s": round(sum(r["wall_s"] for r in rows), 1)},
                                  load_before))
 
