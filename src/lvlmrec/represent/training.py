@@ -49,17 +49,35 @@ class EarlyStopping:
         return self._bad >= self.patience
 
 
+def idle_cores() -> int:
+    """The granted cores that other processes leave idle (1-minute load average), at least
+    one. On 2 cores under a load of 20, a fusion epoch took 7x the wall time and 9x the CPU
+    time on two threads as on one (docs/benchmarks.md): threads that wait on each other
+    cost far more than they gain on a busy machine."""
+    import os
+
+    from lvlmrec.device import available_cpus
+
+    cpus = available_cpus()
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return cpus
+    return max(1, min(cpus, round(cpus + 1 - load)))  # +1: this process's own share
+
+
 @contextlib.contextmanager
 def cpu_threads(device: str, limit: int | None = None) -> Iterator[None]:
-    """Run torch CPU work on at most `limit` intra-op threads (None: every core this
-    process is granted), then restore the previous setting. No effect on other devices."""
+    """Run torch CPU work on `limit` intra-op threads (None: every granted core that is idle,
+    all of them on a quiet machine), then restore the previous setting. No effect on other
+    devices."""
     import torch
 
     from lvlmrec.device import set_cpu_threads
 
     before = torch.get_num_threads()
-    if torch.device(device).type == "cpu" and set_cpu_threads() > (limit or 0) > 0:
-        set_cpu_threads(limit)
+    if torch.device(device).type == "cpu":
+        set_cpu_threads(min(limit or idle_cores(), set_cpu_threads()))
     try:
         yield
     finally:
