@@ -51,9 +51,8 @@ class EarlyStopping:
 
 def idle_cores() -> int:
     """The granted cores that other processes leave idle (1-minute load average), at least
-    one. On 2 cores under a load of 20, a fusion epoch took 7x the wall time and 9x the CPU
-    time on two threads as on one (docs/benchmarks.md): threads that wait on each other
-    cost far more than they gain on a busy machine."""
+    one: on a busy machine, threads that wait on each other cost far more than they gain
+    (docs/benchmarks.md, "CPU speed")."""
     import os
 
     from lvlmrec.device import available_cpus
