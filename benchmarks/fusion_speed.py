@@ -5,7 +5,10 @@ popularity-skewed, split 60/20/20 per user) with random 384-d text and 768-d vis
 features, and prints per model: seconds to fit (for a fusion: one epoch of training plus
 its validation pass, and the validation pass alone) and the process's peak memory.
 
-    python benchmarks/fusion_speed.py [--scale 1.0] [--epochs 1]
+    python benchmarks/fusion_speed.py [--scale 1.0] [--epochs 1] [--models attention,...]
+
+Writes JSON (date, machine, load, command; wall and CPU seconds per fit) to
+benchmarks/results/fusion_speed[_<scale>].json.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -56,6 +60,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--models", default="attention,gating,cross,itemknn,hybrid")
+    parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     from _results import Load, save_results
 
@@ -70,20 +76,25 @@ def main() -> None:
     data.valid_recall(content)
     valid_s = time.perf_counter() - t0
     print(f"validation Recall@20 pass (384-d): {valid_s:.1f}s")
-    models = [cls("text", "vision", epochs=args.epochs)
-              for cls in (AttentionFusion, GatingFusion, CrossModalFusion)]
-    models += [ItemKNN(), Hybrid("text", weight_grid=[0.5])]
-    fits = {}
+    makers = {"attention": AttentionFusion, "gating": GatingFusion, "cross": CrossModalFusion}
+    models = [makers[m]("text", "vision", epochs=args.epochs)
+              for m in args.models.split(",") if m in makers]
+    models += [m for name, m in (("itemknn", ItemKNN()),
+                                 ("hybrid", Hybrid("text", weight_grid=[0.5])))
+               if name in args.models.split(",")]
+    rows = []
     for model in models:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         model.fit(data)
-        seconds = time.perf_counter() - t0
-        print(f"{type(model).__name__:<18} fit {seconds:7.1f}s   peak {peak_mib():7.0f} MiB",
-              flush=True)
-        fits[type(model).__name__] = {"fit_s": seconds, "peak_mib": peak_mib()}
-    save_results("fusion_speed", {"n_users": data.n_users, "n_items": data.n_items,
-                                  "epochs": args.epochs, "valid_pass_s": valid_s,
-                                  "models": fits}, load)
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        print(f"{type(model).__name__:<18} fit {seconds:7.1f}s  CPU {cpu:7.1f}s   "
+              f"peak {peak_mib():7.0f} MiB", flush=True)
+        rows.append({"model": type(model).__name__, "fit_wall_s": round(seconds, 1),
+                     "fit_cpu_s": round(cpu, 1), "peak_mib": round(peak_mib())})
+    name = "fusion_speed" + ("" if args.scale == 1.0 else f"_{args.scale:g}")
+    save_results(name, {"scale": args.scale, "epochs": args.epochs,
+                        "n_users": data.n_users, "n_items": data.n_items,
+                        "validation_pass_s": round(valid_s, 1), "fits": rows}, load, args.out)
 
 
 if __name__ == "__main__":

@@ -64,10 +64,14 @@ def tiny_llava(tmp_path_factory):
 
 
 @pytest.fixture
-def one_torch_thread():
-    """Tiny models run fastest on one thread; on a busy machine more only wait on each other."""
+def one_torch_thread(monkeypatch):
+    """Tiny models run fastest on one thread; on a busy machine more only wait on each other.
+    Trainers default to every granted core, so the process is granted one here."""
     import torch
 
+    import lvlmrec.device
+
+    monkeypatch.setattr(lvlmrec.device, "available_cpus", lambda: 1)
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -142,6 +142,11 @@ class AttributesSettings(Section):
     n_colours: int = Field(2, ge=1, le=4)
     patterns: bool = True
     ocr: bool = False
+    #: ImageNet labels become product-category words (shoe, dress, bag...), named only when
+    #: their summed probability reaches label_threshold; false keeps raw ImageNet labels
+    categories: bool = True
+    #: skin-toned regions (a model wearing the product) are not named as its colour
+    exclude_skin: bool = True
 
 
 class DescriberSettings(Section):

@@ -2,15 +2,21 @@
 
 It writes one or two plain sentences per product image from measurable attributes:
 - colours: the background (estimated from the border) is removed, foreground pixels are
-  clustered in CIELAB, clusters that differ only by shading are merged, and each cluster
-  is named by the nearest of ~25 named colours;
+  clustered in CIELAB, clusters that differ only by shading are merged, skin-toned clusters
+  (a model wearing the product) are set aside when the product has other colours, and each
+  cluster is named by the nearest of ~25 named colours, "light"/"dark" when its lightness
+  is far from that colour's; the second colour's share is said ("about 70% navy");
 - pattern: solid, striped, checked, polka-dot, zigzag, patterned or a printed graphic,
   from edge density and coverage, a gradient-orientation histogram, FFT periodicity and
   the shapes of the connected regions of a two-tone segmentation;
-- what it looks like: the top ImageNet labels of EfficientNet-Lite0, when confident;
+- size, shape and pattern strength: "small"/"large" in the frame, a "tall"/"wide"
+  outline, a "fine"/"bold" pattern from its edge density;
+- what it is: EfficientNet-Lite0's ImageNet classes summed into product-category words
+  (shoe, dress, bag...), named only when confident (`categories=False`: raw ImageNet labels);
 - optionally the text printed on the product (RapidOCR).
 
-Example: "A navy and white striped product. It looks like a jersey or a sweatshirt."
+Example: "A navy and white striped product (about 60% navy). It is tall, with a fine pattern.
+It looks like a top."
 Output is deterministic: no random initialisation, fixed pixel subsampling.
 """
 
@@ -24,12 +30,12 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from lvlmrec.describe.base import Describer
+from lvlmrec.describe.base import SOURCE_KEY, Describer
 from lvlmrec.encode.image import ImageEncoder
 from lvlmrec.errors import MissingDependencyError
 from lvlmrec.imageio import to_rgb
 
-VERSION = "attributes-v1"
+VERSION = "attributes-v2"
 ANALYSIS_SIZE = 160  # longer side, px; enough for stripes and dots, fast in numpy
 MIN_SHARE = 0.15  # a colour is named when it covers at least this share of the product
 _MAX_PIXELS = 6000  # colour clustering subsample
@@ -98,10 +104,36 @@ _NAMES = [name for name, protos in _PALETTE.items() for _ in protos]
 _PALETTE_LAB = linear_to_lab(srgb_to_linear(np.array([p for ps in _PALETTE.values() for p in ps])))
 
 
-def colour_name(lab: np.ndarray) -> str:
-    """Nearest named colour prototype in CIELAB, lightness weighted down."""
+#: colours that take "light"/"dark" when far lighter/darker than their prototype
+_SHADED = {"red", "pink", "orange", "yellow", "green", "turquoise", "blue", "purple",
+           "brown", "magenta", "teal", "olive", "mint", "lavender", "beige", "tan"}
+_SHADE_DL = 18.0  # CIELAB lightness difference that earns a "light"/"dark" prefix
+
+
+def colour_name(lab: np.ndarray, shades: bool = False) -> str:
+    """Nearest named colour prototype in CIELAB, lightness weighted down; with `shades`,
+    "light X"/"dark X" when the colour is much lighter/darker than X's nearest prototype."""
     d = (((_PALETTE_LAB - lab) * _NAME_WEIGHTS) ** 2).sum(1)
-    return _NAMES[int(np.argmin(d))]
+    j = int(np.argmin(d))
+    name = _NAMES[j]
+    if shades and name in _SHADED:
+        dl = float(lab[0] - _PALETTE_LAB[j, 0])
+        if abs(dl) >= _SHADE_DL:
+            return f"{'light' if dl > 0 else 'dark'} {name}"
+    return name
+
+
+def is_skin(lab: np.ndarray) -> bool:
+    """Light to medium skin tones in CIELAB (reddish yellow, moderate chroma). Deep tones
+    are left out: they cannot be told from brown products by colour alone."""
+    lightness, a, b = (float(v) for v in lab)
+    hue = np.degrees(np.arctan2(b, a))
+    return 45 <= lightness <= 88 and 7 <= a <= 30 and 10 <= b <= 38 and 35 <= hue <= 72
+
+
+def base_colour(name: str) -> str:
+    """The colour word without its shade: "light blue" -> "blue"."""
+    return name.split()[-1] if name.split()[0] in ("light", "dark") else name
 
 
 @dataclass
@@ -119,6 +151,9 @@ class Attributes:
     pattern: str | None  # solid, striped, checked, polka-dot, zigzag, patterned, graphic
     dot_colour: str | None = None  # polka-dot only: colour of the dots
     ground_colour: str | None = None  # polka-dot only: colour around the dots
+    shape: str | None = None  # "tall" or "wide" outline; None when squat or unknown
+    size: str | None = None  # "small" or "large" share of the frame; None in between
+    strength: str | None = None  # "fine" or "bold" pattern; None when unsure
 
     @property
     def colour_names(self) -> list[str]:
@@ -126,17 +161,29 @@ class Attributes:
 
 
 # --------------------------------------------------------------------------- analysis
-def analyse_image(img: Image.Image, n_colours: int = 2, patterns: bool = True) -> Attributes:
-    """Colours and pattern of the product in one image."""
+def analyse_image(img: Image.Image, n_colours: int = 2, patterns: bool = True,
+                  exclude_skin: bool = False) -> Attributes:
+    """Colours, pattern and outline of the product in one image."""
     small = to_rgb(img).copy()
     small.thumbnail((ANALYSIS_SIZE, ANALYSIS_SIZE), Image.Resampling.BOX)
     lin = srgb_to_linear(np.asarray(small))
     lab = linear_to_lab(lin)
     fg, outside = foreground_mask(lab)
-    colours = dominant_colours(lab[fg], lin[fg], n_colours)
-    if not patterns:
-        return Attributes(colours, None)
-    return detect_pattern(lab, fg, outside, colours)
+    colours = dominant_colours(lab[fg], lin[fg], n_colours, exclude_skin)
+    attrs = detect_pattern(lab, fg, outside, colours) if patterns else Attributes(colours, None)
+    attrs.shape = _shape(fg)
+    share = float(fg.mean())
+    attrs.size = None if fg.all() else "small" if share < 0.2 else "large" if share > 0.5 else None
+    return attrs
+
+
+def _shape(fg: np.ndarray) -> str | None:
+    """"tall" or "wide" when the product's bounding box is clearly elongated."""
+    if fg.all() or not fg.any():
+        return None
+    ys, xs = np.nonzero(fg)
+    h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+    return "tall" if h >= 1.5 * w else "wide" if w >= 1.5 * h else None
 
 
 def foreground_mask(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -171,6 +218,13 @@ def foreground_mask(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return fg, np.isin(labels, edge_labels[edge_labels > 0])
 
 
+def _erode(mask: np.ndarray, r: int) -> np.ndarray:
+    """`binary_erosion(mask, iterations=r)` (cross element, outside = background) in one
+    pass: the pixels farther than r steps (4-connected) from the background."""
+    dist = ndimage.distance_transform_cdt(np.pad(mask, 1), metric="taxicab")[1:-1, 1:-1]
+    return dist > r
+
+
 def _close(mask: np.ndarray, r: int) -> np.ndarray:
     """Morphological closing with a disk, then hole filling; pads so edges do not erode."""
     yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
@@ -184,23 +238,34 @@ def _closing_radius(shape: tuple[int, ...]) -> int:
     return max(2, round(0.045 * max(shape[:2])))
 
 
-def dominant_colours(lab: np.ndarray, lin: np.ndarray, n_colours: int) -> list[Colour]:
-    """Named colours covering at least MIN_SHARE of the pixels (the largest always)."""
+def dominant_colours(lab: np.ndarray, lin: np.ndarray, n_colours: int,
+                     exclude_skin: bool = False) -> list[Colour]:
+    """Named colours covering at least MIN_SHARE of the pixels (the largest always).
+
+    With `exclude_skin`, skin-toned clusters do not count when the rest covers at least
+    15% of the pixels (a product worn by a model); shares are then of the rest."""
     if len(lab) == 0:
         return []
     lab, lin = _subsample(lab), _subsample(lin)
     assign, centres = kmeans(lab, _K)
-    clusters = [
-        _Cluster(float(sel.mean()), lab[sel].mean(0), lin[sel].mean(0))
-        for sel in (assign == k for k in range(len(centres)))
-        if sel.any()
-    ]
+    counts = np.bincount(assign, minlength=len(centres)).astype(np.float64)
+    lab_sum = np.stack([np.bincount(assign, lab[:, d], len(centres)) for d in range(3)], 1)
+    lin_sum = np.stack([np.bincount(assign, lin[:, d], len(centres)) for d in range(3)], 1)
+    clusters = [_Cluster(counts[k] / len(lab), (lab_sum[k] / counts[k]).astype(np.float32),
+                         (lin_sum[k] / counts[k]).astype(np.float32))
+                for k in range(len(centres)) if counts[k] > 0]
+    merged = _merge_shading(clusters)
+    if exclude_skin:
+        rest = [c for c in merged if not is_skin(c.lab)]
+        if rest and sum(c.share for c in rest) >= 0.15 and len(rest) < len(merged):
+            total = sum(c.share for c in rest)
+            merged = [_Cluster(c.share / total, c.lab, c.lin) for c in rest]
     by_name: dict[str, _Cluster] = {}
-    for c in _merge_shading(clusters):
+    for c in merged:
         name = colour_name(c.lab)
         by_name[name] = by_name[name].merge(c) if name in by_name else c
     ranked = sorted(by_name.items(), key=lambda kv: (-kv[1].share, kv[0]))
-    out = [Colour(name, c.share, c.lab) for name, c in ranked]
+    out = [Colour(colour_name(c.lab, shades=True), c.share, c.lab) for _, c in ranked]
     return [out[0]] + [c for c in out[1:n_colours] if c.share >= MIN_SHARE]
 
 
@@ -234,17 +299,20 @@ def kmeans(x: np.ndarray, k: int, iters: int = 20) -> tuple[np.ndarray, np.ndarr
             break
         centres.append(x[i])
         dist = np.minimum(dist, np.linalg.norm(x - x[i], axis=1))
-    c = np.stack(centres)
+    c = np.stack(centres).astype(np.float64)
+    x64 = x.astype(np.float64)
+    x2 = (x64 * x64).sum(1, keepdims=True)
     assign = np.zeros(len(x), dtype=int)
     for _ in range(iters):
-        assign = np.argmin(((x[:, None, :] - c[None]) ** 2).sum(2), axis=1)
-        new = np.stack(
-            [x[assign == j].mean(0) if (assign == j).any() else c[j] for j in range(len(c))]
-        )
+        # squared distances by expansion: one matrix product instead of an (n, k, 3) array
+        assign = np.argmin(x2 - 2 * x64 @ c.T + (c * c).sum(1), axis=1)
+        counts = np.bincount(assign, minlength=len(c))
+        sums = np.stack([np.bincount(assign, x64[:, d], len(c)) for d in range(x.shape[1])], 1)
+        new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], c)
         if np.allclose(new, c, atol=1e-3):
             break
         c = new
-    return assign, c
+    return assign, c.astype(x.dtype)
 
 
 def _merge_shading(clusters: list[_Cluster]) -> list[_Cluster]:
@@ -328,7 +396,7 @@ def detect_pattern(
     from the notches between sleeves and body that closing the mask filled in.
     """
     # Drop the silhouette's own edges, and the notches (armpits) that closing filled.
-    interior = ndimage.binary_erosion(fg, iterations=_closing_radius(fg.shape))
+    interior = _erode(fg, _closing_radius(fg.shape))
     n_int = int(interior.sum())
     if n_int < 300:
         return Attributes(colours, None)
@@ -386,16 +454,21 @@ def detect_pattern(
         # ground (windowpane) or the ground is itself two bands of colour (gingham).
         if ground.largest_share < 0.7 or blobs.share >= 0.3 or _two_toned(lab[masks[1 - t]]):
             if blobs.n_compact >= 6 and (blobs.share >= 0.2 or ground.largest_share < 0.7):
-                return Attributes(colours, "checked")
+                return Attributes(colours, "checked",
+                                  strength="fine" if blobs.n_compact >= 30 else "bold")
             continue
         dot, ground_name = colour_name(centres[t]), colour_name(centres[1 - t])
-        return Attributes(colours, "polka-dot", dot, ground_name)
+        return Attributes(colours, "polka-dot", dot, ground_name,
+                          strength="fine" if blobs.n_compact >= 30 else "bold")
     n_bands = sum(t.n_elongated for t in tones)
+    strength = "fine" if density >= 0.25 else "bold" if density < 0.1 else None
     if c1 >= 0.6 and (periodic >= 0.25 or n_bands >= 3):
-        return Attributes(colours, "striped")
+        return Attributes(colours, "striped", strength=strength)
     if c1 + c2 >= 0.6 and c2 >= 0.2 and n_bands >= 3:
-        return Attributes(colours, "zigzag")
-    return Attributes(colours, "patterned" if density >= 0.12 else None)
+        return Attributes(colours, "zigzag", strength=strength)
+    if density >= 0.12:
+        return Attributes(colours, "patterned", strength=strength)
+    return Attributes(colours, None)
 
 
 def _subsample(x: np.ndarray) -> np.ndarray:
@@ -453,11 +526,53 @@ _PLURAL_LABELS = {"binoculars", "parallel bars", "sunglasses", "swimming trunks"
 
 
 def _with_article(label: str) -> str:
-    return label if label in _PLURAL_LABELS else f"{_article(label)} {label}"
+    plural = label in _PLURAL_LABELS or label in _PLURAL_CATEGORIES
+    return label if plural else f"{_article(label)} {label}"
+
+
+#: ImageNet classes that are products, by the category word a shop would use
+CATEGORY_OF_LABEL: dict[str, str] = {
+    **dict.fromkeys(["jersey", "sweatshirt", "cardigan", "Cardigan", "brassiere", "bib",
+                     "bulletproof vest"], "top"),
+    **dict.fromkeys(["gown", "abaya", "kimono", "academic gown", "vestment", "hoopskirt"],
+                    "dress"),
+    **dict.fromkeys(["miniskirt", "overskirt", "sarong"], "skirt"),
+    **dict.fromkeys(["jean", "pajama"], "trousers"),
+    **dict.fromkeys(["swimming trunks", "diaper"], "shorts"),
+    **dict.fromkeys(["trench coat", "fur coat", "lab coat", "suit", "poncho", "cloak",
+                     "military uniform"], "jacket"),
+    **dict.fromkeys(["running shoe"], "sneaker"),
+    **dict.fromkeys(["cowboy boot"], "boot"),
+    **dict.fromkeys(["Loafer", "clog", "sandal", "shoe shop"], "shoe"),
+    **dict.fromkeys(["purse", "mailbag", "wallet", "plastic bag"], "handbag"),
+    **dict.fromkeys(["backpack"], "backpack"),
+    **dict.fromkeys(["cowboy hat", "sombrero", "bonnet", "mortarboard", "shower cap",
+                     "bathing cap"], "hat"),
+    **dict.fromkeys(["bikini", "maillot", "maillot tank suit"], "swimsuit"),
+    **dict.fromkeys(["sunglass", "sunglasses"], "sunglasses"),
+    **dict.fromkeys(["bow tie", "Windsor tie", "bolo tie"], "tie"),
+    **dict.fromkeys(["stole", "feather boa"], "scarf"),
+    "sock": "socks", "mitten": "gloves", "apron": "apron", "necklace": "necklace",
+    "umbrella": "umbrella",
+}
+_PLURAL_CATEGORIES = {"trousers", "shorts", "sunglasses", "socks", "gloves"}
+
+
+def category_words(labels: list[tuple[str, float]], threshold: float, k: int) -> list[str]:
+    """Up to k product-category words whose ImageNet classes' summed probability reaches
+    `threshold` (several classes often share one category, e.g. jersey and sweatshirt)."""
+    total: dict[str, float] = {}
+    for name, p in labels:
+        if name in CATEGORY_OF_LABEL:
+            word = CATEGORY_OF_LABEL[name]
+            total[word] = total.get(word, 0.0) + p
+    ranked = sorted(total.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [w for w, p in ranked if p >= threshold][:k]
 
 
 def sentence(attrs: Attributes, labels: list[str], text: str = "") -> str:
-    """Compose the description: colours and pattern, then labels and text when present."""
+    """Compose the description: colours (with the first one's share when there are two)
+    and pattern, shape and pattern strength, then category or labels and text when present."""
     colours = _join(attrs.colour_names) if attrs.colours else ""
     p = attrs.pattern
     if p == "polka-dot" and attrs.dot_colour != attrs.ground_colour:
@@ -473,7 +588,17 @@ def sentence(attrs: Attributes, labels: list[str], text: str = "") -> str:
     else:
         phrase = f"{colours} product"
     phrase = " ".join(phrase.split())  # no colours found: no double space
-    parts = [f"{_article(phrase).capitalize()} {phrase}."]
+    first = f"{_article(phrase).capitalize()} {phrase}"
+    if len(attrs.colours) >= 2 and p != "polka-dot":
+        share = attrs.colours[0].share / sum(c.share for c in attrs.colours)
+        first += f" (about {int(round(share * 10)) * 10}% {attrs.colours[0].name})"
+    parts = [f"{first}."]
+    looks = [w for w in (attrs.size, attrs.shape) if w]
+    strength = attrs.strength if p not in (None, "solid", "graphic") else None
+    if looks or strength:
+        pattern_clause = f"a {strength} pattern" if strength else ""
+        parts.append(f"It is {_join(looks)}, with {pattern_clause}." if looks and strength
+                     else f"It is {_join(looks)}." if looks else f"It has {pattern_clause}.")
     if labels:
         parts.append(f"It looks like {_join([_with_article(x) for x in labels], 'or')}.")
     if text:
@@ -494,6 +619,8 @@ class AttributesDescriber(Describer):
         n_colours: int = 2,
         patterns: bool = True,
         ocr: bool = False,
+        categories: bool = True,
+        exclude_skin: bool = True,
         device: str = "auto",
         image_encoder: ImageEncoder | None = None,
     ):
@@ -502,11 +629,15 @@ class AttributesDescriber(Describer):
         self.n_colours = n_colours
         self.patterns = patterns
         self.ocr = ocr
+        self.categories = categories
+        self.exclude_skin = exclude_skin
         if ocr and importlib.util.find_spec("rapidocr_onnxruntime") is None:
             raise _ocr_missing()
         self.device = device
         self._encoder = image_encoder
         self._ocr_engine = None
+        self._shared: tuple[Any, list[Any]] | None = None
+        self._labels_by_source: dict[str, list[str]] = {}
 
     @property
     def model_id(self) -> str:
@@ -520,6 +651,8 @@ class AttributesDescriber(Describer):
             "n_colours": self.n_colours,
             "patterns": self.patterns,
             "ocr": self.ocr,
+            "categories": self.categories,
+            "exclude_skin": self.exclude_skin,
         }
         if self.max_labels > 0:
             out["label_model"] = self._image_encoder().model_id
@@ -530,22 +663,58 @@ class AttributesDescriber(Describer):
             self._encoder = ImageEncoder(device=self.device)
         return self._encoder
 
+    def share_image_pass(self, workdir: Any, paths: list[Any]) -> None:
+        """Take labels from the workdir's shared EfficientNet pass over these image files
+        (encode/image_pass.py), which the encode stage then reuses; it runs on `load`."""
+        from lvlmrec.encode.image_pass import ImagePassCache
+
+        self._shared = (ImagePassCache.for_workdir(workdir), list(paths))
+
+    def load(self) -> None:
+        if self._shared is None or self.max_labels <= 0:
+            return
+        from lvlmrec.encode.image_pass import image_pass
+
+        cache, paths = self._shared
+        try:
+            outputs = image_pass(self._image_encoder(), paths, cache, show_progress_bar=False)
+        finally:
+            cache.close()
+        self._labels_by_source = {str(p): labels for p, labels
+                                  in zip(paths, self._labels(outputs)) if p is not None}
+
+    def _labels(self, outputs: Any) -> list[list[str]]:
+        if self.categories:  # every class that could add to a category: threshold 0
+            from lvlmrec.encode.image_pass import TOP_K
+
+            return [category_words(row, self.label_threshold, self.max_labels)
+                    for row in outputs.top_labels(TOP_K, 0.0)]
+        top = outputs.top_labels(self.max_labels, self.label_threshold)
+        # dict.fromkeys: ImageNet repeats a few names ("maillot", "crane")
+        return [list(dict.fromkeys(name for name, _ in row)) for row in top]
+
     def describe(
         self, images: list[Image.Image | None], titles: list[str] | None = None
     ) -> list[str]:
         """One description per image; titles are ignored. A None image gives ""."""
         labels: list[list[str]] = [[] for _ in images]
         if self.max_labels > 0:
-            outputs = self._image_encoder().encode_and_classify(images, show_progress_bar=False)
-            top = outputs.top_labels(self.max_labels, self.label_threshold)
-            # dict.fromkeys: ImageNet repeats a few names ("maillot", "crane")
-            labels = [list(dict.fromkeys(name for name, _ in row)) for row in top]
+            sources = [img.info.get(SOURCE_KEY) if img is not None else None for img in images]
+            todo = [i for i, s in enumerate(sources) if s not in self._labels_by_source]
+            for i, s in enumerate(sources):
+                if s in self._labels_by_source:
+                    labels[i] = self._labels_by_source[s]
+            if todo:  # images the shared pass did not see: run the network on them here
+                outputs = self._image_encoder().encode_and_classify(
+                    [images[i] for i in todo], show_progress_bar=False)
+                for i, row in zip(todo, self._labels(outputs)):
+                    labels[i] = row
         texts = []
         for img, lab in zip(images, labels):
             if img is None:
                 texts.append("")
                 continue
-            attrs = analyse_image(img, self.n_colours, self.patterns)
+            attrs = analyse_image(img, self.n_colours, self.patterns, self.exclude_skin)
             texts.append(sentence(attrs, lab, self._read_text(img) if self.ocr else ""))
         return texts
 

@@ -195,10 +195,15 @@ def load_item_image(item: DescribeItem) -> tuple[Image.Image | None, str | None]
     if item.image_path is None:
         return None, "item has no image"
     try:
-        return load_image(item.image_path), None
+        img = load_image(item.image_path)
     except DataError as err:
         return None, str(err)
+    img.info[SOURCE_KEY] = str(item.image_path)  # lets a describer find shared per-image work
+    return img, None
 
+
+#: `Image.info` key naming the file an image was loaded from
+SOURCE_KEY = "lvlmrec_source"
 
 Loaded = list[tuple[Image.Image | None, str | None]]  # a batch's (image, error) pairs
 

@@ -141,6 +141,8 @@ def run_describe(cfg: DescribeConfig, workdir: Workdir, ds: Dataset,
     items = order_items(catalog_items(ds, workdir), cfg.order,
                         popularity=ds.item_popularity(), seed=cfg.seed,
                         max_items=cfg.max_items)
+    if not on_ray and hasattr(describer, "share_image_pass"):  # labels from the shared pass
+        describer.share_image_pass(workdir, [it.image_path for it in items])
     try:
         with DescriptionStore(workdir.descriptions_db) as store:
             # an image edited in place is described again (only that item)

@@ -78,7 +78,7 @@ def _join(first: str, second: str) -> str:
 
 def encode_all(cfg: EncodeConfig, workdir: Workdir, ds: Dataset, console: Console,
                show_progress: bool = True) -> list[Path]:
-    with contextlib.closing(_engine(cfg.scale, show_progress)) as engine:
+    with contextlib.closing(_engine(cfg.scale, show_progress, workdir)) as engine:
         return (_encode_texts(cfg, workdir, ds, console, engine)
                 + _encode_images(cfg, workdir, ds, console, engine))
 
@@ -171,10 +171,13 @@ def _reuse_image_rows(workdir: Workdir, name: str, meta: dict | None, model_key:
 
 
 class LocalEncoders:
-    """The encoders run in this process (the default engine)."""
+    """The encoders run in this process (the default engine). Images go through the
+    workdir's shared image pass (encode/image_pass.py): those the describe stage already
+    ran through EfficientNet are read from its cache."""
 
-    def __init__(self, show_progress: bool = True):
+    def __init__(self, show_progress: bool = True, workdir: Workdir | None = None):
         self.show_progress = show_progress
+        self.workdir = workdir
 
     def texts(self, encoder: TextEncoder, sources: list[list[str]]) -> list[np.ndarray]:
         return [encoder.encode(texts, show_progress_bar=self.show_progress)
@@ -182,19 +185,27 @@ class LocalEncoders:
 
     def images(self, encoder: ImageEncoder, paths: list[Path | None]
                ) -> tuple[np.ndarray, dict[int, str]]:
-        emb = encoder.encode(paths, show_progress_bar=self.show_progress)
-        return emb, encoder.last_failures
+        from lvlmrec.encode.image_pass import ImagePassCache, image_pass
+
+        cache = ImagePassCache.for_workdir(self.workdir) if self.workdir else None
+        try:
+            out = image_pass(encoder, paths, cache, show_progress_bar=self.show_progress)
+        finally:
+            if cache is not None:
+                cache.close()
+        return out.features, out.failures
 
     def close(self) -> None:
         pass
 
 
-def _engine(scale: ScaleConfig, show_progress: bool) -> LocalEncoders | RayEncoders:
+def _engine(scale: ScaleConfig, show_progress: bool,
+            workdir: Workdir | None = None) -> LocalEncoders | RayEncoders:
     if scale.engine == "ray":
         from lvlmrec.encode.ray_engine import RayEncoders
 
         return RayEncoders(scale, show_progress)
-    return LocalEncoders(show_progress)
+    return LocalEncoders(show_progress, workdir)
 
 
 def _image_source_name(model: str) -> str:

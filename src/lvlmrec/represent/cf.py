@@ -34,7 +34,7 @@ from lvlmrec.errors import StageError
 from lvlmrec.represent.base import (Recommender, TrainData, binary_csr, check_int,
                                      check_number)
 from lvlmrec.represent.graph import to_torch_sparse, user_item_adjacency
-from lvlmrec.represent.training import EarlyStopping, seed_everything, torch_threads
+from lvlmrec.represent.training import EarlyStopping, cpu_threads, seed_everything
 from lvlmrec.workdir import atomic_path
 
 #: bytes of scores (users x items, float32) one validation block may hold
@@ -264,8 +264,8 @@ class EmbeddingRecommender(Recommender):
 
     Subclasses build their `BPRModule` and keep the trainer settings as parameters:
     `learning_rate`, `lr_decay`, `batch_size`, `epochs`, `patience`, `eval_every`, `seed`,
-    and `num_threads`: torch CPU threads while fitting (None keeps the process setting;
-    small models gain nothing from more threads, and lose a lot on a busy machine).
+    and `num_threads`: torch CPU threads while fitting (None: every core the process is
+    granted; on a busy machine one thread can be faster for small models).
     """
 
     def build_module(self, data: TrainData) -> BPRModule:
@@ -296,7 +296,7 @@ class EmbeddingRecommender(Recommender):
 
     def fit(self, data: TrainData) -> EmbeddingRecommender:
         self.check_params()
-        with torch_threads(self.num_threads):
+        with cpu_threads(data.device, self.num_threads):
             return self._fit(data)
 
     def _fit(self, data: TrainData) -> EmbeddingRecommender:

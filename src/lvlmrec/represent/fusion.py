@@ -42,9 +42,6 @@ from lvlmrec.workdir import atomic_path
 OBJECTIVES = ("cooccur", "user")
 #: items fused per forward pass when the whole catalog is embedded
 _ENCODE_BLOCK = 8192
-#: CPU threads for training. A step is ~0.1 GFLOP (batch 256, hidden 256): on 2 busy cores
-#: one thread ran it in 0.10-0.17 s and two threads in 0.43-1.15 s (they wait on each other).
-_CPU_THREADS = 1
 
 
 class FusionNet(nn.Module):
@@ -116,7 +113,7 @@ class TrainedFusion(ContentRecommender):
                  hidden: int = 256, epochs: int = 15, batch_size: int = 256, lr: float = 1e-3,
                  temperature: float = 0.1, objective: str = "user", patience: int = 3,
                  dropout: float = 0.1, heads: int = 4, weight_decay: float = 0.0,
-                 scoring: str = "mean", seed: int = 0):
+                 scoring: str = "mean", num_threads: int | None = None, seed: int = 0):
         self.text = text
         self.vision = vision
         self.hidden = hidden
@@ -130,6 +127,7 @@ class TrainedFusion(ContentRecommender):
         self.heads = heads
         self.weight_decay = weight_decay
         self.scoring = scoring
+        self.num_threads = num_threads  # torch CPU threads while training; None: all cores
         self.seed = seed
         self._net: FusionNet | None = None
 
@@ -158,7 +156,7 @@ class TrainedFusion(ContentRecommender):
                 f"{self.vision!r} ({len(vision)} rows) must both have one row per item "
                 f"({data.n_items})")
         self.text_dim_, self.vision_dim_ = int(text.shape[1]), int(vision.shape[1])
-        with cpu_threads(data.device, _CPU_THREADS):
+        with cpu_threads(data.device, self.num_threads):
             self._train(data, text, vision)
         return self.item_vectors_
 
@@ -207,15 +205,25 @@ class TrainedFusion(ContentRecommender):
             return net(text[index], vision[index])
 
         if self.objective == "cooccur":
-            query, positives = fuse(anchors), partners
+            query, keys = fuse(anchors), fuse(partners)
+            positives = partners
         else:
+            # every distinct item of the batch (history items and positives) is fused once
             history = pairs.history_without(users, anchors)
-            cols = np.unique(history.indices)
-            weights = torch.from_numpy(history[:, cols].toarray()).to(text.device)
-            query = (weights / weights.sum(1, keepdim=True)) @ F.normalize(fuse(cols), dim=1)
+            items, inverse = np.unique(np.concatenate([history.indices, anchors]),
+                                       return_inverse=True)
+            fused = fuse(items)
+            n_hist = len(history.indices)
+            weights = torch.zeros((len(users), len(items)), dtype=fused.dtype,
+                                  device=text.device)
+            rows = np.repeat(np.arange(len(users)), np.diff(history.indptr))
+            weights[torch.as_tensor(rows), torch.as_tensor(inverse[:n_hist])] = torch.as_tensor(
+                history.data, dtype=fused.dtype)
+            query = (weights / weights.sum(1, keepdim=True)) @ F.normalize(fused, dim=1)
+            keys = fused[torch.as_tensor(inverse[n_hist:], device=text.device)]
             positives = anchors
         seen = torch.from_numpy(pairs.seen(users, positives)).to(text.device)
-        return info_nce(query, fuse(positives), self.temperature, seen)
+        return info_nce(query, keys, self.temperature, seen)
 
     # ------------------------------------------------------------------ the net
     def _new_net(self) -> FusionNet:

@@ -49,17 +49,34 @@ class EarlyStopping:
         return self._bad >= self.patience
 
 
+def idle_cores() -> int:
+    """The granted cores that other processes leave idle (1-minute load average), at least
+    one: on a busy machine, threads that wait on each other cost far more than they gain
+    (docs/benchmarks.md, "CPU speed")."""
+    import os
+
+    from lvlmrec.device import available_cpus
+
+    cpus = available_cpus()
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available on this platform
+        return cpus
+    return max(1, min(cpus, round(cpus + 1 - load)))  # +1: this process's own share
+
+
 @contextlib.contextmanager
-def cpu_threads(device: str, limit: int) -> Iterator[None]:
-    """Run torch CPU work on at most `limit` intra-op threads (fewer if fewer cores are
-    granted), then restore the previous setting. No effect on other devices."""
+def cpu_threads(device: str, limit: int | None = None) -> Iterator[None]:
+    """Run torch CPU work on `limit` intra-op threads (None: every granted core that is idle,
+    all of them on a quiet machine), then restore the previous setting. No effect on other
+    devices."""
     import torch
 
     from lvlmrec.device import set_cpu_threads
 
     before = torch.get_num_threads()
-    if torch.device(device).type == "cpu" and set_cpu_threads() > limit:
-        set_cpu_threads(limit)
+    if torch.device(device).type == "cpu":
+        set_cpu_threads(min(limit or idle_cores(), set_cpu_threads()))
     try:
         yield
     finally:

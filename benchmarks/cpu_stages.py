@@ -1,0 +1,139 @@
+"""CPU throughput of the describe and encode stages, per stage, in items per second.
+
+On the demo catalog (drawn here, 128 px images; or a prepared workdir) and on MovieLens
+posters (`/work/shared/data/movielens-100k-posters`, skipped when absent), it times:
+
+- `image_pass`: decoding, letterboxing to 224 px and one EfficientNet-Lite0 forward per
+  image (features and ImageNet classes together), into an empty cache;
+- `describe_attributes`: the attributes describer over every item, its labels read from
+  that pass (what the describe stage does after the pass), and `describe_attributes_full`:
+  the same including the pass (a describe stage on a fresh workdir);
+- `image_encode_cached`: the encode stage's image step once the pass is cached;
+- `image_encode_separate`: EfficientNet over every image without the shared pass (before);
+- `text_encode`: all-MiniLM-L6-v2 over the descriptions.
+
+Each row gives items/s of wall time and of process CPU time (CPU seconds are less
+sensitive to a busy machine than wall seconds), and the JSON (date, machine, load,
+command) goes to benchmarks/results/cpu_stages.json.
+
+    python benchmarks/cpu_stages.py [--items 2000] [--posters DIR] [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from record import run_record, write_result
+
+POSTERS = Path("/work/shared/data/movielens-100k-posters")
+
+
+def timed(fn):
+    w0, c0 = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w0, time.process_time() - c0
+
+
+def rate(n: int, wall: float, cpu: float) -> dict:
+    return {"items": n, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+            "items_per_s": round(n / wall, 2) if wall else None,
+            "items_per_cpu_s": round(n / cpu, 2) if cpu else None}
+
+
+def measure(paths: list[Path], tmp: Path, label: str) -> dict:
+    from lvlmrec.describe.attributes import AttributesDescriber
+    from lvlmrec.describe.base import DescribeItem, load_item_image
+    from lvlmrec.encode.image import ImageEncoder
+    from lvlmrec.encode.image_pass import ImagePassCache, image_pass
+    from lvlmrec.encode.run import LocalEncoders
+    from lvlmrec.encode.text import TextEncoder
+    from lvlmrec.workdir import Workdir
+
+    n = len(paths)
+    out: dict = {"catalog": label, "n_images": n}
+    encoder = ImageEncoder(device="cpu", batch_size=64)
+    encoder.encode_and_classify(paths[:8], show_progress_bar=False)  # load, warm up
+    wd = Workdir(tmp / label)
+    cache = ImagePassCache.for_workdir(wd)
+    _, w, c = timed(lambda: image_pass(encoder, paths, cache, show_progress_bar=False))
+    cache.close()
+    out["image_pass"] = rate(n, w, c)
+    print(f"[{label}] image pass (decode + EfficientNet, 224 px): {n / w:.1f} images/s", flush=True)
+
+    describer = AttributesDescriber(device="cpu", image_encoder=encoder)
+    describer.share_image_pass(wd, paths)
+
+    def describe() -> list[str]:
+        describer.load()  # reads the pass from the cache
+        items = [DescribeItem(i, p, "") for i, p in enumerate(paths)]
+        texts: list[str] = []
+        for start in range(0, n, 64):
+            images = [load_item_image(it)[0] for it in items[start:start + 64]]
+            texts += describer.describe(images)
+        return texts
+
+    texts, w, c = timed(describe)
+    out["describe_attributes"] = rate(n, w, c)
+    full_w, full_c = out["image_pass"]["wall_s"] + w, out["image_pass"]["cpu_s"] + c
+    out["describe_attributes_full"] = rate(n, full_w, full_c)
+    print(f"[{label}] attributes describer: {n / w:.1f} items/s after the pass, "
+          f"{n / full_w:.1f} items/s with it", flush=True)
+
+    _, w, c = timed(lambda: LocalEncoders(False, wd).images(encoder, paths))
+    out["image_encode_cached"] = rate(n, w, c)
+    sub = paths[:min(n, 512)]
+    _, w, c = timed(lambda: encoder.encode(sub, show_progress_bar=False))
+    out["image_encode_separate"] = rate(len(sub), w, c)
+    print(f"[{label}] image encoding: {n / out['image_encode_cached']['wall_s']:.1f} images/s "
+          f"from the pass; {len(sub) / w:.1f} images/s on its own", flush=True)
+
+    text_encoder = TextEncoder(device="cpu")
+    text_encoder.encode(texts[:16], show_progress_bar=False)
+    _, w, c = timed(lambda: text_encoder.encode(texts, show_progress_bar=False))
+    out["text_encode"] = rate(n, w, c)
+    print(f"[{label}] text encoding: {n / w:.1f} texts/s", flush=True)
+    out["distinct_descriptions"] = len(set(texts))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=2000, help="demo catalog size")
+    parser.add_argument("--posters", type=Path, default=POSTERS)
+    parser.add_argument("--max-posters", type=int, default=2000)
+    parser.add_argument("--threads", type=int, help="torch threads (default: every core)")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).parent / "results" / "cpu_stages.json")
+    args = parser.parse_args()
+    load_before = os.getloadavg()
+    import torch
+
+    from lvlmrec.device import set_cpu_threads
+
+    set_cpu_threads(args.threads)
+    print(f"torch threads: {torch.get_num_threads()}; 1-min load {load_before[0]:.1f}")
+    results: dict = {"catalogs": []}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        from lvlmrec.data.synthetic import generate_synthetic
+
+        generate_synthetic(tmp / "demo", n_items=args.items, n_users=50, seed=0,
+                           show_progress=False)
+        demo = sorted((tmp / "demo" / "images").glob("*.png"), key=lambda p: int(p.stem))
+        results["catalogs"].append(measure(demo, tmp, "demo"))
+        posters = args.posters / "posters"
+        if posters.is_dir():
+            files = sorted(posters.glob("*.jpg"), key=lambda p: int(p.stem))[:args.max_posters]
+            results["catalogs"].append(measure(files, tmp, "movielens_posters"))
+        else:
+            print(f"no posters at {posters}: skipped")
+            results["posters_skipped"] = str(posters)
+    write_result(args.out, run_record(results, load_before))
+
+
+if __name__ == "__main__":
+    main()
