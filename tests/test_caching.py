@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from lvlmrec.cli import app, load_run_config
 from lvlmrec.config import PreparedSource, named_config
+from lvlmrec.describe.run import description_sets
 from lvlmrec.describe.store import DescriptionStore
 from lvlmrec.pipeline import plan_pipeline, run_pipeline
 from lvlmrec.workdir import Workdir, stage_lock
@@ -88,8 +89,9 @@ def test_image_edited_in_place_reruns_that_item_and_everything_downstream(base, 
     _run(cfg, wd)  # the source changed: prepare checks the dataset, nothing else changes
     assert _plan(cfg, wd) == dict.fromkeys(STAGES, "skip")
     before = np.load(w.embedding_path("image_efficientnet"))
+    first = next(iter(description_sets(w).values()))  # the demo's first describer's set
+    model, phash = first["model"], first["prompt_hash"]
     with DescriptionStore(w.descriptions_db) as store:
-        (model, phash, _), = store.keys()
         texts_before = store.texts(model, phash)
     with DescriptionStore(w.descriptions_db) as store:
         created_before = dict(store._conn.execute("SELECT item_id, created FROM descriptions"))
