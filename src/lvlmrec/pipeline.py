@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from lvlmrec.config import RunConfig
-from lvlmrec.errors import StageError
+from lvlmrec.errors import LvlmrecError, StageError
 from lvlmrec.workdir import StageBook, Workdir, hash_obj, write_text
 
 #: bump when a stage's output format changes, so old records no longer match
@@ -112,13 +112,27 @@ def run_pipeline(
     console = console or Console()
     ctx = Context(workdir, config, console, show_progress)
     workdir.root.mkdir(parents=True, exist_ok=True)
+    previous_config = workdir.config_path.read_text() if workdir.config_path.is_file() else None
     _save_config(config, workdir)
     book = StageBook(workdir)
     force = set(force or [])
     unknown = (set(only or []) | force) - set(STAGE_NAMES) - {"all"}
     if unknown:
         raise StageError(f"unknown stage(s) {sorted(unknown)}; stages are {', '.join(STAGE_NAMES)}")
-    summary = []
+    summary: list[dict[str, Any]] = []
+    try:
+        _run_stages(ctx, book, only, force, summary)
+    except LvlmrecError:
+        if not any(s["status"] != "skipped" for s in summary):
+            # bad input before any work: the workdir's config stays the one that worked
+            _restore_config(workdir, previous_config)
+        raise
+    return summary
+
+
+def _run_stages(ctx: Context, book: StageBook, only: list[str] | None, force: set[str],
+                summary: list[dict[str, Any]]) -> None:
+    config, workdir, console = ctx.config, ctx.workdir, ctx.console
     for stage in _stages():
         if only and stage.name not in only:
             continue
@@ -126,20 +140,40 @@ def run_pipeline(
         if stage.name not in force and "all" not in force and book.is_current(stage.name, key):
             console.print(f"[dim]- {stage.name}: skipped (inputs and settings unchanged)[/dim]")
             summary.append({"stage": stage.name, "status": "skipped", "seconds": 0.0})
-            continue
-        console.print(f"[bold]- {stage.name}[/bold]: {stage.help}")
-        t0 = time.perf_counter()
-        result = stage.run(ctx)
-        seconds = time.perf_counter() - t0
-        # an incomplete stage keeps a record (downstream stages need its digest) under a
-        # key that never matches, so the next run enters it again
-        recorded_key = key if result.complete else f"incomplete:{key}"
-        book.finish(stage.name, recorded_key, result.outputs, seconds, result.info,
-                    digest=result.digest)
-        status = "ran" if result.complete else "incomplete"
-        console.print(f"  {stage.name} {status} in {seconds:.1f}s")
-        summary.append({"stage": stage.name, "status": status, "seconds": round(seconds, 2)})
-    return summary
+        else:
+            console.print(f"[bold]- {stage.name}[/bold]: {stage.help}")
+            t0 = time.perf_counter()
+            result = stage.run(ctx)
+            seconds = time.perf_counter() - t0
+            # an incomplete stage keeps a record (downstream stages need its digest) under a
+            # key that never matches, so the next run enters it again
+            recorded_key = key if result.complete else f"incomplete:{key}"
+            book.finish(stage.name, recorded_key, result.outputs, seconds, result.info,
+                        digest=result.digest)
+            status = "ran" if result.complete else "incomplete"
+            console.print(f"  {stage.name} {status} in {seconds:.1f}s")
+            summary.append({"stage": stage.name, "status": status,
+                            "seconds": round(seconds, 2)})
+        if stage.name == "prepare":
+            _fill_defaults(config, workdir, console)
+
+def _fill_defaults(config: RunConfig, workdir: Workdir, console: Console) -> None:
+    """No strategies configured: write a default set that fits the data, and say so."""
+    from lvlmrec.represent.defaults import fill_default_strategies
+
+    names = fill_default_strategies(config, workdir)
+    if names:
+        _save_config(config, workdir)
+        console.print(f"  represent.strategies was empty: wrote {len(names)} default strategies "
+                      f"to {workdir.config_path} ({', '.join(names)}); edit it to change them",
+                      soft_wrap=True)
+
+
+def _restore_config(workdir: Workdir, text: str | None) -> None:
+    if text is None:
+        workdir.config_path.unlink(missing_ok=True)
+    else:
+        write_text(workdir.config_path, text)
 
 
 def _save_config(config: RunConfig, workdir: Workdir) -> None:

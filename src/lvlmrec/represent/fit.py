@@ -15,6 +15,7 @@ from lvlmrec.config import RepresentConfig
 from lvlmrec.data.schema import Dataset
 from lvlmrec.device import resolve_device
 from lvlmrec.encode.store import load_source, source_key
+from lvlmrec.errors import StageError
 from lvlmrec.represent.base import Recommender, TrainData
 from lvlmrec.represent.registry import build, load_plugins, sources_of
 from lvlmrec.workdir import Workdir, hash_obj, read_json, write_json
@@ -63,4 +64,27 @@ def fit_all(cfg: RepresentConfig, seed: int, workdir: Workdir, ds: Dataset, data
 
 
 def load_model(workdir: Workdir, name: str) -> Recommender:
-    return Recommender.load(workdir.model_dir(name))
+    """A fitted model; the plugins of the workdir's saved config are imported first, so a
+    plugin kind loads in every stage, and a class that cannot be found is a clean error."""
+    from lvlmrec.plugins import import_plugins
+
+    import_plugins(_saved_plugins(workdir))
+    try:
+        return Recommender.load(workdir.model_dir(name))
+    except (ImportError, AttributeError) as err:
+        raise StageError(f"{workdir.model_dir(name) / 'model.json'}: cannot load the model "
+                         f"class: {type(err).__name__}: {err} (a plugin kind must be listed "
+                         "in represent.plugins)") from None
+
+
+def _saved_plugins(workdir: Workdir) -> list[str]:
+    import yaml
+
+    if not workdir.config_path.is_file():
+        return []
+    try:
+        data = yaml.safe_load(workdir.config_path.read_text()) or {}
+    except yaml.YAMLError:
+        return []
+    plugins = (data.get("represent") or {}).get("plugins") if isinstance(data, dict) else None
+    return [str(p) for p in plugins] if isinstance(plugins, list) else []

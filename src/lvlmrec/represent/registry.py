@@ -8,7 +8,6 @@ writing the class and one `register("kind", Class)` line.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
@@ -47,12 +46,9 @@ register("lightgcn", LightGCN)
 
 def load_plugins(modules: list[str]) -> None:
     """Import the modules that register extra kinds (the config's `represent.plugins`)."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as err:
-            raise ConfigError(f"represent.plugins: cannot import {name!r}: {err} (a plugin "
-                              "must be importable: installed, or on PYTHONPATH)") from None
+    from lvlmrec.plugins import import_plugins
+
+    import_plugins(modules)
 
 
 def build(strategy: StrategyConfig, seed: int = 0) -> Recommender:
