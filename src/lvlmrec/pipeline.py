@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from lvlmrec.config import RunConfig
-from lvlmrec.errors import LvlmrecError, StageError
+from lvlmrec.errors import ConfigError, LvlmrecError, StageError
 from lvlmrec.workdir import StageBook, Workdir, hash_obj, write_text
 
 #: bump when a stage's output format changes, so old records no longer match
@@ -136,6 +136,11 @@ def _run_stages(ctx: Context, book: StageBook, only: list[str] | None, force: se
     for stage in _stages():
         if only and stage.name not in only:
             continue
+        if stage.name == "represent" and not config.represent.strategies:
+            raise ConfigError(
+                f"represent.strategies is empty in {workdir.config_path}: nothing to fit; list "
+                "strategies there (README: Representations), or run `lvlmrec prepare` again, "
+                "which writes a default set")
         key = stage_key(stage, ctx, book)
         if stage.name not in force and "all" not in force and book.is_current(stage.name, key):
             console.print(f"[dim]- {stage.name}: skipped (inputs and settings unchanged)[/dim]")

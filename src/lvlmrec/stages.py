@@ -51,13 +51,8 @@ def encode(ctx: Context) -> StageResult:
 
 
 def represent(ctx: Context) -> StageResult:
-    from lvlmrec.errors import ConfigError
     from lvlmrec.represent.fit import fit_all
 
-    if not ctx.config.represent.strategies:
-        raise ConfigError(f"represent.strategies is empty in {ctx.workdir.config_path}: nothing "
-                          "to fit; list strategies there (README: Representations) or run "
-                          "`lvlmrec prepare` again, which writes a default set")
     ds = Dataset.load(ctx.workdir, features=False)
     data_key = StageBook(ctx.workdir).digest("prepare")
     outputs = fit_all(ctx.config.represent, ctx.config.seed, ctx.workdir, ds, data_key,
