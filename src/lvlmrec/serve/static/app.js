@@ -8,6 +8,7 @@ const $ = (selector) => document.querySelector(selector);
 const columns = ["left", "right"].map((id) => document.getElementById(id));
 const THUMB = 256;
 let representations = [];
+let metric = "recall@10"; // the report metric, from /representations
 let view = null; // {user: id} | {q: text} | {item: id}
 
 function el(tag, props = {}, children = []) {
@@ -121,8 +122,8 @@ function columnError(column, message) {
 
 function metricText(name) {
   const rep = representations.find((r) => r.name === name);
-  const value = rep && rep.metrics["recall@10"];
-  return value === undefined ? "" : ` · test recall@10 ${value.toFixed(3)}`;
+  const value = rep && rep.metrics[metric];
+  return value === undefined ? "" : ` · test ${metric} ${value.toFixed(3)}`;
 }
 
 // ------------------------------------------------------------------ views
@@ -140,6 +141,7 @@ async function showHeader() {
   const section = $("#user-section");
   if (view.user !== undefined) {
     const user = await api(`/users/${view.user}?limit=200`);
+    $("#user-input").value = idType() === "source" ? user.source_id : user.user_id;
     $("#user-title").textContent =
       `User ${user.user_id} (${user.source_id}): ${user.n_history} history items, ` +
       `${user.n_test} test items`;
@@ -196,12 +198,30 @@ async function show(newView) {
 }
 
 // ------------------------------------------------------------------ controls
+// Typed ids are original ids (ASINs, user names, movie ids) or the run's 0-based ids,
+// as the id-type select says; the server resolves them (?id_type=source).
+function idType() {
+  return $("#id-type").value;
+}
+
 async function resolveUser(text) {
   text = text.trim();
-  if (/^\d+$/.test(text)) return Number(text);
-  const matches = await api(`/users?q=${encodeURIComponent(text)}&limit=1`);
-  if (!matches.length) throw new Error(`no user matches “${text}”`);
-  return matches[0].user_id;
+  if (!text) throw new Error("type a user id");
+  if (idType() === "source") {
+    const exact = await api(`/users/${encodeURIComponent(text)}?id_type=source&limit=0`)
+      .catch(() => null);
+    if (exact) return exact.user_id;
+    const matches = await api(`/users?q=${encodeURIComponent(text)}&limit=1`);
+    if (!matches.length) throw new Error(`no user matches “${text}”`);
+    return matches[0].user_id;
+  }
+  return (await api(`/users/${encodeURIComponent(text)}?limit=0`)).user_id;
+}
+
+async function resolveItem(text) {
+  text = text.trim();
+  if (!text) throw new Error("type an item id");
+  return (await api(`/items/${encodeURIComponent(text)}?id_type=${idType()}`)).item_id;
 }
 
 let suggestTimer = null;
@@ -210,21 +230,25 @@ function suggestUsers() {
   suggestTimer = setTimeout(async () => {
     const q = $("#user-input").value.trim();
     const users = await api(`/users?q=${encodeURIComponent(q)}&limit=20`).catch(() => []);
+    const source = idType() === "source";
     $("#user-list").replaceChildren(...users.map((u) => el("option", {
-      value: String(u.user_id), label: `${u.source_id} · ${u.n_history} items`})));
+      value: source ? u.source_id : String(u.user_id),
+      label: `${source ? "run id " + u.user_id : u.source_id} · ${u.n_history} items`})));
   }, 150);
 }
 
 async function init() {
   const [health, reps] = await Promise.all([api("/health"), api("/representations")]);
   representations = reps.representations;
+  metric = reps.metric;
   $("#run-info").textContent =
     `${health.workdir} · ${health.n_items.toLocaleString()} items · ` +
     `${health.n_users.toLocaleString()} users · ${representations.length} representations`;
   for (const [i, select] of [0, 1].map((i) => [i, selectOf(i)])) {
     select.replaceChildren(...representations.map((r) => el("option", {
       value: r.name, textContent: r.name + (r.searchable ? "  (text)" : "")})));
-    select.value = representations[Math.min(i, representations.length - 1)].name;
+    // the two best by the report metric (reps.ranked), until the URL names others
+    select.value = reps.ranked[Math.min(i, reps.ranked.length - 1)];
     select.addEventListener("change", () => {
       writeHash();
       if (view) fillSide(i);
@@ -240,10 +264,15 @@ async function init() {
       setStatus(err.message, true);
     }
   });
-  $("#random-user").addEventListener("click", async () => {
-    const user = await api("/users/random");
-    $("#user-input").value = user.user_id;
-    show({user: user.user_id});
+  $("#random-user").addEventListener("click", showRandomUser);
+  $("#id-type").addEventListener("change", suggestUsers);
+  $("#item-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      show({item: await resolveItem($("#item-input").value)});
+    } catch (err) {
+      setStatus(err.message, true);
+    }
   });
   $("#search-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -253,10 +282,16 @@ async function init() {
   suggestUsers();
   const initial = readHash();
   if (initial) {
-    if (initial.user !== undefined) $("#user-input").value = initial.user;
     if (initial.q !== undefined) $("#search-input").value = initial.q;
     show(initial);
+  } else {
+    await showRandomUser(); // never open on a blank page
   }
+}
+
+async function showRandomUser() {
+  const user = await api("/users/random");
+  show({user: user.user_id});
 }
 
 init().catch((err) => setStatus(`cannot reach the server: ${err.message}`, true));
