@@ -169,7 +169,7 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
     slices_df = pd.concat(slices, ignore_index=True)
     slices_df.insert(0, "protocol", cfg.protocol)
     slices_df = slices_df[["protocol", "representation", "slice", "bin", "bin_order",
-                           "bin_range", "metric", "value", "n_users"]]
+                           "bin_range", "metric", "value", "ci_low", "ci_high", "n_users"]]
 
     out = workdir.results_dir
     paths = {

@@ -13,7 +13,8 @@ popularity      target items binned by training popularity (number of training
 cold_items      target items with no training interaction ("cold") vs the rest ("warm"):
                 Recall@K on those targets only, same way. Content representations can rank
                 cold items; purely collaborative ones cannot.
-Empty bins are left out. Every row names its number of users.
+Empty bins are left out. Every row names its number of users and the 95% CI of its mean
+(normal approximation over the users in the bin).
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def slice_metrics(ranking: Ranking, target: sp.csr_matrix, train_popularity: np.
             continue
         for metric in metrics:
             rows.append(("history_length", _bin_label(lo, hi), b, "history length",
-                         metric, float(per_user.loc[in_bin, metric].mean()), int(in_bin.sum())))
+                         metric, *mean_ci(per_user.loc[in_bin, metric].to_numpy()),
+                         int(in_bin.sum())))
     ks = sorted({int(m.split("@")[1]) for m in metrics if m.startswith("recall@")})
     groups, ranges = popularity_groups(train_popularity)
     item_slices = [("popularity", g, i) for i, g in enumerate(("head", "mid", "tail"))]
@@ -95,6 +97,17 @@ def slice_metrics(ranking: Ranking, target: sp.csr_matrix, train_popularity: np.
         bin_range = ">= 1" if group == "warm" else ranges.get(group, "")
         for metric, values in recalls.items():
             rows.append((slice_name, group, order, f"train interactions {bin_range}",
-                         metric, float(values.mean()), int(has.sum())))
+                         metric, *mean_ci(values), int(has.sum())))
     return pd.DataFrame(rows, columns=["slice", "bin", "bin_order", "bin_range", "metric",
-                                       "value", "n_users"])
+                                       "value", "ci_low", "ci_high", "n_users"])
+
+
+def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and its normal-approximation 95% CI (mean +- 1.96 standard errors); the CI is
+    NaN for a single user."""
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan"), float("nan")
+    half = 1.96 * float(values.std(ddof=1)) / np.sqrt(len(values))
+    return mean, mean - half, mean + half
