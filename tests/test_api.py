@@ -147,3 +147,23 @@ def test_bad_users_file_names_the_line(finished, tmp_path):
     path.write_text("u1\nu2\nghost\n")
     with pytest.raises(LvlmrecError, match=r"users.txt:3: unknown user 'ghost'"):
         read_users_file(path, ["u1", "u2"])
+
+
+def test_report_figures_show_at_full_size_in_a_1400px_browser(finished, tmp_path):
+    """Every figure of the finished run's report is drawn at 100% (never shrunk to fit) in
+    headless Chromium 1400 px wide, so its text keeps the size it was drawn at."""
+    from lvlmrec.serve.browser import browser_available, headless_chromium
+
+    if not browser_available():
+        pytest.skip("needs Debian's chromium and chromium-driver")
+    pytest.importorskip("selenium")
+    _, _, workdir = finished
+    page = (workdir / "report" / "report.html").as_uri()
+    with headless_chromium(tmp_path / "profile", width=1400) as driver:
+        driver.get(page)
+        sizes = driver.execute_script(
+            "return [...document.querySelectorAll('figure img')].map(i => "
+            "[i.alt, i.naturalWidth, i.clientWidth])")
+    assert {name for name, _, _ in sizes} >= {"main_performance", "slices_history"}
+    for name, natural, shown in sizes:
+        assert natural > 0 and shown == natural, (name, natural, shown)

@@ -388,21 +388,26 @@ def test_page_shows_a_users_recommendations(run, tmp_path):
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#right .rep-select option"))
                    == len(run.representations))
         # the page opens on a random user, compared by the two best representations
-        wait.until(lambda d: d.execute_script(IMAGES_LOADED, "#left .rec-image", 1))
+        wait.until(lambda d: d.find_element(By.ID, "status").text.startswith("Showing"))
         assert "user=" in driver.current_url
         assert driver.execute_script("return [...document.querySelectorAll('.rep-select')]"
                                      ".map(s => s.value)") == \
             api.get("/representations").json()["ranked"][:2]
+
+        def submit(text: str) -> None:
+            """Type a user, submit, and wait until that view has finished rendering."""
+            driver.execute_script("document.getElementById('status').textContent = ''")
+            user_input = driver.find_element(By.ID, "user-input")
+            user_input.clear()
+            user_input.send_keys(text)
+            driver.find_element(By.CSS_SELECTOR, "#user-form button[type=submit]").click()
+            wait.until(lambda d: d.find_element(By.ID, "status").text.startswith("Showing"))
+
         # typing an original id (the default) or a run id reaches the same user
-        user_input = driver.find_element(By.ID, "user-input")
-        user_input.clear()
-        user_input.send_keys(run.user_source_ids[user])
-        driver.find_element(By.CSS_SELECTOR, "#user-form button[type=submit]").click()
-        wait.until(lambda d: f"user={user}&" in d.current_url)
+        submit(run.user_source_ids[user])
+        assert f"user={user}&" in driver.current_url
         driver.execute_script("document.getElementById('id-type').value = 'internal'")
-        user_input.clear()
-        user_input.send_keys(str(user))
-        driver.find_element(By.CSS_SELECTOR, "#user-form button[type=submit]").click()
+        submit(str(user))
         for column in ("#left", "#right"):
             wait.until(lambda d: d.execute_script(IMAGES_LOADED, f"{column} .rec-image", 10))
         n_history = len(run.user_history(user))

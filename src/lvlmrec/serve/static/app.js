@@ -10,6 +10,7 @@ const THUMB = 256;
 let representations = [];
 let metric = "recall@10"; // the report metric, from /representations
 let view = null; // {user: id} | {q: text} | {item: id}
+let generation = 0; // bumped by every show(): answers to an older view are dropped
 
 function el(tag, props = {}, children = []) {
   const node = Object.assign(document.createElement(tag), props);
@@ -137,10 +138,11 @@ function strip(target, items) {
   if (!items.length) target.append(el("span", {className: "empty", textContent: "none"}));
 }
 
-async function showHeader() {
+async function showHeader(token) {
   const section = $("#user-section");
   if (view.user !== undefined) {
     const user = await api(`/users/${view.user}?limit=200`);
+    if (token !== generation) return;
     $("#user-input").value = idType() === "source" ? user.source_id : user.user_id;
     $("#user-title").textContent =
       `User ${user.user_id} (${user.source_id}): ${user.n_history} history items, ` +
@@ -151,6 +153,7 @@ async function showHeader() {
     section.hidden = false;
   } else if (view.item !== undefined) {
     const item = await api(`/items/${view.item}`);
+    if (token !== generation) return;
     $("#user-title").textContent = `Items like #${item.item_id}: ${item.title}`;
     strip($("#history"), [item]);
     $("#test-block").hidden = true;
@@ -160,40 +163,46 @@ async function showHeader() {
   }
 }
 
-async function fillSide(i) {
+async function fillSide(i, token = generation) {
   const column = columns[i];
   const name = selectOf(i).value;
   const rep = encodeURIComponent(name);
+  const current = () => token === generation && selectOf(i).value === name;
   try {
     if (view.user !== undefined) {
       const r = await api(`/users/${view.user}/recommendations?k=${k()}&representation=${rep}`);
+      if (!current()) return;
       const hits = r.n_hits === null ? ""
         : ` · ${r.n_hits} of ${r.n_test} test items in the top ${r.k}`;
       fillColumn(column, r.items, `${name}${hits}${metricText(name)}`, r.explanation);
     } else if (view.q !== undefined) {
       const r = await api(`/search?q=${encodeURIComponent(view.q)}&k=${k()}&representation=${rep}`);
+      if (!current()) return;
       fillColumn(column, r.items, `${name}: nearest texts to “${view.q}”`, "");
     } else if (view.item !== undefined) {
       const r = await api(`/items/${view.item}/similar?k=${k()}&representation=${rep}`);
+      if (!current()) return;
       fillColumn(column, r.items, `${name}: nearest items`, "");
     }
   } catch (err) {
-    columnError(column, `${name}: ${err.message}`);
+    if (current()) columnError(column, `${name}: ${err.message}`);
   }
 }
 
 async function show(newView) {
   view = newView;
+  const token = ++generation;
   writeHash();
   setStatus("loading…");
   try {
-    await showHeader();
-    await Promise.all([0, 1].map(fillSide));
+    await showHeader(token);
+    await Promise.all([0, 1].map((i) => fillSide(i, token)));
+    if (token !== generation) return;
     const what = view.user !== undefined ? `user ${view.user}`
       : view.q !== undefined ? `search “${view.q}”` : `items like #${view.item}`;
     setStatus(`Showing ${what}. Hover a recommendation to see why it was recommended.`);
   } catch (err) {
-    setStatus(err.message, true);
+    if (token === generation) setStatus(err.message, true);
   }
 }
 
