@@ -167,3 +167,21 @@ def test_report_figures_show_at_full_size_in_a_1400px_browser(finished, tmp_path
     assert {name for name, _, _ in sizes} >= {"main_performance", "slices_history"}
     for name, natural, shown in sizes:
         assert natural > 0 and shown == natural, (name, natural, shown)
+
+
+def test_a_bad_set_override_is_named_as_the_override(tmp_path):
+    from lvlmrec.cli import load_run_config
+    from lvlmrec.config import named_config
+
+    with pytest.raises(LvlmrecError) as err:
+        load_run_config(named_config("demo"), None, ["describe.batch_sise=8"])
+    first = str(err.value).splitlines()[0]
+    assert "--set describe.batch_sise=8" in first and "describe.batch_sise: unknown key" in \
+        str(err.value)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("describe:\n  batch_sise: 4\n")
+    with pytest.raises(LvlmrecError, match="bad.yaml") as err:
+        load_run_config(bad, None, ["describe.batch_size=8"])
+    assert "--set" not in str(err.value)
+    with pytest.raises(LvlmrecError, match="Experiment config"):
+        lvlmrec.Experiment({"describe": {"batch_sise": 1}}, tmp_path / "run")

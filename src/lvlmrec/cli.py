@@ -7,6 +7,7 @@ config (or --config) plus any options given, so they skip, cache and resume exac
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
 from pathlib import Path
@@ -88,6 +89,10 @@ def load_run_config(config: Path | None, workdir: Path | None, sets: list[str] |
 
     data, source, base = _config_dict(config, workdir)
     _merge_options(data, overrides or {})
+    if sets:
+        # a bad file is the file's error; a bad override is named as the override
+        parse_config(copy.deepcopy(data), source)
+        source = f"--set {' --set '.join(sets)} (on top of {source})"
     _apply_sets(data, sets)
     return resolve_paths(parse_config(data, source), base)
 
