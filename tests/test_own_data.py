@@ -8,13 +8,12 @@ data is absent (it is research data, read from ../shared, never copied into the 
 import re
 import shlex
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_cli
 
-from lvlmrec.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 MOVIELENS = ROOT / ".." / "shared" / "data" / "movielens-100k-posters"
@@ -36,17 +35,7 @@ def readme_commands() -> list[list[str]]:
 
 
 def lvlmrec(args: list[str], capsys) -> tuple[int, str]:
-    """Run the CLI as the shell would (exit status, printed output)."""
-    argv = sys.argv
-    sys.argv = ["lvlmrec", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    finally:
-        sys.argv = argv
-    return code, capsys.readouterr().out
+    return run_cli(args, capsys)
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import run_cli
 
-from lvlmrec.cli import main
 from lvlmrec.errors import ConfigError
 from lvlmrec.plugins import import_plugin, resolve_plugins
 from lvlmrec.represent.registry import REGISTRY
@@ -25,15 +25,8 @@ def readme_example() -> tuple[str, dict]:
 
 
 def lvlmrec(args, capsys) -> tuple[int, str]:
-    argv, sys.argv = sys.argv, ["lvlmrec", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exit_:
-        code = exit_.code or 0
-    finally:
-        sys.argv = argv
-    return code, " ".join(capsys.readouterr().out.split())
+    code, out = run_cli(args, capsys)
+    return code, " ".join(out.split())
 
 
 @pytest.fixture

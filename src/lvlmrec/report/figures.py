@@ -1,9 +1,11 @@
 """The report's figures, drawn from our own numbers (significance.csv, slices.csv).
 
 The study's four figures (main performance, improvement over the baseline, fusion
-strategies, ablation) plus slice plots. Every figure carries the protocol label, and
-representations are grouped by what the run's config says they are (`kind`, `text`),
-never by their names.
+strategies, ablation) plus slice plots and training curves. Every figure carries the
+protocol label, and representations are grouped by what the run's config says they are
+(`kind`, `text`), never by their names. Figures are FIG_WIDTH wide (the report's column at
+100%) and grow downwards: one row per representation, one panel per metric or slice bin,
+wrapped, so they stay legible at any number of representations.
 """
 
 from __future__ import annotations
@@ -26,12 +28,6 @@ def to_png(fig) -> bytes:
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
-
-
-def _rep_colours(n: int) -> list:
-    """One distinct colour per representation (tab10, tab20 beyond 10, then cycling)."""
-    palette = COLOURS if n <= 10 else plt.get_cmap("tab20").colors
-    return [palette[i % len(palette)] for i in range(n)]
 
 
 def _subplots(*args, **kwargs):

@@ -265,24 +265,20 @@ async function init() {
   }
   $("#k").addEventListener("change", () => view && show(view));
   $("#user-input").addEventListener("input", suggestUsers);
-  $("#user-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    try {
-      show({user: await resolveUser($("#user-input").value)});
-    } catch (err) {
-      setStatus(err.message, true);
-    }
-  });
+  // a typed id opens its view once the server has resolved it
+  const onTyped = (form, input, resolve, key) => $(form).addEventListener("submit",
+    async (event) => {
+      event.preventDefault();
+      try {
+        show({[key]: await resolve($(input).value)});
+      } catch (err) {
+        setStatus(err.message, true);
+      }
+    });
+  onTyped("#user-form", "#user-input", resolveUser, "user");
+  onTyped("#item-form", "#item-input", resolveItem, "item");
   $("#random-user").addEventListener("click", showRandomUser);
   $("#id-type").addEventListener("change", suggestUsers);
-  $("#item-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    try {
-      show({item: await resolveItem($("#item-input").value)});
-    } catch (err) {
-      setStatus(err.message, true);
-    }
-  });
   $("#search-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const q = $("#search-input").value.trim();
