@@ -93,3 +93,21 @@ def store_rows(db) -> list[tuple]:
     except sqlite3.OperationalError:  # the table is not created yet
         return []
 
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    """Run `lvlmrec ARGS` as the shell would (through `main`, which turns errors into exit
+    status 2): the exit status and the printed output."""
+    import sys
+
+    from lvlmrec.cli import main
+
+    argv, sys.argv = sys.argv, ["lvlmrec", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code or 0
+    finally:
+        sys.argv = argv
+    return code, capsys.readouterr().out

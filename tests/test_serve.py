@@ -183,6 +183,26 @@ def test_anonymous_history(client, workdir):
     assert all(it["hit"] is None and it["because"] for it in body["items"])
 
 
+def test_source_ids_reach_the_same_users_and_items(client, run):
+    source_user, source_item = run.user_source_ids[7], run.item_source_ids[5]
+    assert client.get(f"/users/{source_user}?id_type=source").json() == \
+        client.get("/users/7").json()
+    assert client.get(f"/users/{source_user}/recommendations?id_type=source&k=5").json() == \
+        client.get("/users/7/recommendations?k=5").json()
+    assert client.get(f"/items/{source_item}?id_type=source").json()["item_id"] == 5
+    assert client.get(f"/items/{source_item}/similar?id_type=source").json() == \
+        client.get("/items/5/similar").json()
+    assert client.get(f"/items/{source_item}/image?id_type=source&size=32").content == \
+        client.get("/items/5/image?size=32").content
+    by_source = client.post("/recommendations", json={
+        "items": [run.item_source_ids[i] for i in (3, 9)], "id_type": "source"}).json()
+    assert by_source == client.post("/recommendations", json={"items": [3, 9]}).json()
+    reps = client.get("/representations").json()
+    assert reps["metric"] == "recall@10" and sorted(reps["ranked"]) == sorted(run.representations)
+    recall = {r["name"]: r["metrics"]["recall@10"] for r in reps["representations"]}
+    assert [recall[n] for n in reps["ranked"]] == sorted(recall.values(), reverse=True)
+
+
 @pytest.mark.parametrize("method,url,body,status,needle", [
     ("get", "/users/40/recommendations", None, 404, "user_id 40"),
     ("get", "/users/-1", None, 404, "user_id -1"),
@@ -201,6 +221,11 @@ def test_anonymous_history(client, workdir):
     ("get", "/search", None, 422, "q"),
     ("get", "/search?q=%20%20", None, 422, "empty"),
     ("get", "/search?q=red&representation=vision_only", None, 400, "vision_only"),
+    ("get", "/users/nobody?id_type=source", None, 404, "unknown user source id 'nobody'"),
+    ("get", "/items/nothing/similar?id_type=source", None, 404, "item source id 'nothing'"),
+    ("get", "/items/x", None, 422, "id_type=source"),
+    ("get", "/users/1?id_type=other", None, 422, "id_type"),
+    ("post", "/recommendations", {"items": ["nope"], "id_type": "source"}, 404, "'nope'"),
 ])
 def test_errors_name_what_is_wrong(client, method, url, body, status, needle):
     response = getattr(client, method)(url, **({"json": body} if body is not None else {}))
@@ -353,19 +378,40 @@ def test_page_shows_a_users_recommendations(run, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    # a user whose top 10 (left column: the default representation) has a test hit
+    # a user whose top 10 (left column: the best representation) has a test hit
     api = TestClient(create_app(run=run))
+    best = api.get("/representations").json()["ranked"][0]
     user, api_hits = next(
         (u, hits) for u in range(run.n_users)
-        for hits in [[it["hit"] for it in api.get(f"/users/{u}/recommendations").json()["items"]]]
+        for hits in [[it["hit"] for it in api.get(
+            f"/users/{u}/recommendations?representation={best}").json()["items"]]]
         if any(hits) and not all(hits))
     with serving(create_app(run=run)) as url, headless_chromium(tmp_path / "profile") as driver:
         driver.get(url + "/")
         wait = WebDriverWait(driver, 60)
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#right .rep-select option"))
                    == len(run.representations))
-        driver.find_element(By.ID, "user-input").send_keys(str(user))
-        driver.find_element(By.CSS_SELECTOR, "#user-form button[type=submit]").click()
+        # the page opens on a random user, compared by the two best representations
+        wait.until(lambda d: d.find_element(By.ID, "status").text.startswith("Showing"))
+        assert "user=" in driver.current_url
+        assert driver.execute_script("return [...document.querySelectorAll('.rep-select')]"
+                                     ".map(s => s.value)") == \
+            api.get("/representations").json()["ranked"][:2]
+
+        def submit(text: str) -> None:
+            """Type a user, submit, and wait until that view has finished rendering."""
+            driver.execute_script("document.getElementById('status').textContent = ''")
+            user_input = driver.find_element(By.ID, "user-input")
+            user_input.clear()
+            user_input.send_keys(text)
+            driver.find_element(By.CSS_SELECTOR, "#user-form button[type=submit]").click()
+            wait.until(lambda d: d.find_element(By.ID, "status").text.startswith("Showing"))
+
+        # typing an original id (the default) or a run id reaches the same user
+        submit(run.user_source_ids[user])
+        assert f"user={user}&" in driver.current_url
+        driver.execute_script("document.getElementById('id-type').value = 'internal'")
+        submit(str(user))
         for column in ("#left", "#right"):
             wait.until(lambda d: d.execute_script(IMAGES_LOADED, f"{column} .rec-image", 10))
         n_history = len(run.user_history(user))

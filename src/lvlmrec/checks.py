@@ -190,7 +190,8 @@ def run_problems(config: RunConfig, stages: set[str],
         except LvlmrecError as err:
             problems.append((f"represent.plugins.{i}", str(err).split(": ", 1)[-1]))
     strategies = config.represent.strategies
-    if not strategies and "evaluate" in stages:
+    if not strategies and "evaluate" in stages and "prepare" not in stages:
+        # with prepare in the run, an empty list gets the default set after it (pipeline)
         problems.append(("represent.strategies", "no representations configured"))
     for i, strategy in enumerate(strategies):
         key = f"represent.strategies.{i}"

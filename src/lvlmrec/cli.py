@@ -400,6 +400,41 @@ def info(workdir: Path = WorkdirOpt,
 
 
 @app.command()
+def recommend(
+    workdir: Path = WorkdirOpt,
+    representation: str = typer.Option(..., "--representation", "-r",
+                                       help="A fitted representation's name."),
+    k: int = typer.Option(100, "--k", min=1, help="Items per user."),
+    users: str = typer.Option("all", help="all, or a file of users' original ids, one "
+                              "per line."),
+    out: Path = typer.Option(..., "--out", "-o", help="recs.parquet or recs.csv."),
+    include_history: bool = typer.Option(False, "--include-history",
+                                         help="Allow items the user already has."),
+    block_size: int = typer.Option(1024, min=1, help="Users scored at once."),
+    progress: bool = ProgressOpt,
+) -> None:
+    """Top-k of one representation for every user (or a list) to Parquet or CSV: user
+    source id, rank, item source id, score. A user's history (train, valid and test) is
+    what the model scores from and is excluded unless --include-history."""
+    from lvlmrec.api import load_run as load_api_run
+    from lvlmrec.serve.batch import check_output, read_users_file
+
+    check_output(out)
+    run_ = load_api_run(workdir)
+    if representation not in run_.models:
+        raise ConfigError(f"--representation: unknown representation {representation!r}; "
+                          f"fitted: {', '.join(run_.models) or 'none'}")
+    ids = None if users == "all" else \
+        [run_.served.user_source_ids[u] for u in read_users_file(Path(users),
+                                                                  run_.served.user_source_ids)]
+    n_rows = run_.recommend_all(representation, k=k, users=ids, out=out,
+                                include_history=include_history, block_size=block_size,
+                                progress=progress)
+    n_users = run_.served.n_users if ids is None else len(ids)
+    console.print(f"wrote {n_rows} recommendations for {n_users} users to {out}")
+
+
+@app.command()
 def serve(
     workdir: Path = typer.Option(..., "--workdir", "-w", help="A finished run's directory "
                                  "(read only: the server writes nothing there)."),

@@ -463,7 +463,12 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 def resolve_paths(cfg: RunConfig, base: Path) -> RunConfig:
-    """Relative dataset paths in a config file are relative to that file."""
+    """Relative dataset paths in a config file are relative to that file; so are plugins
+    (lvlmrec/plugins.py)."""
+    from lvlmrec.plugins import resolve_plugins
+
+    if cfg.represent.plugins:
+        cfg.represent.plugins = resolve_plugins(cfg.represent.plugins, base)
     ds = cfg.dataset
     for field in ("source", "metadata", "images", "reviews", "items", "interactions"):
         value = getattr(ds, field, None)

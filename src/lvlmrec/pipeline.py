@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from lvlmrec.config import RunConfig
-from lvlmrec.errors import StageError
+from lvlmrec.errors import ConfigError, StageError
 from lvlmrec.workdir import (ContentHasher, StageBook, Workdir, clean_run_temps, code_key,
                              hash_obj, stage_lock, write_text)
 
@@ -251,6 +251,11 @@ def _run_stages(ctx: Context, only: list[str] | None, force: set[str]) -> list[d
     for stage in _stages():
         if only and stage.name not in only:
             continue
+        if stage.name == "represent" and not ctx.config.represent.strategies:
+            raise ConfigError(
+                f"represent.strategies is empty in {workdir.config_path}: nothing to fit; list "
+                "strategies there (README: Representations), or run `lvlmrec prepare` again, "
+                "which writes a default set")
         parts = stage_parts(stage, ctx, book)
         key = hash_obj(parts)
         if stage.name in force or "all" in force:
@@ -261,6 +266,8 @@ def _run_stages(ctx: Context, only: list[str] | None, force: set[str]) -> list[d
             console.print(f"[dim]- {stage.name}: skipped (inputs and settings unchanged)[/dim]")
             summary.append({"stage": stage.name, "status": "skipped", "seconds": 0.0})
             _save_config(ctx.config, workdir)
+            if stage.name == "prepare":
+                _fill_defaults(ctx.config, workdir, console)
             continue
         console.print(f"[bold]- {stage.name}[/bold]: {stage.help} [dim]({why})[/dim]")
         t0 = time.perf_counter()
@@ -275,8 +282,22 @@ def _run_stages(ctx: Context, only: list[str] | None, force: set[str]) -> list[d
         status = "ran" if result.complete else "incomplete"
         console.print(f"  {stage.name} {status} in {seconds:.1f}s")
         summary.append({"stage": stage.name, "status": status, "seconds": round(seconds, 2)})
+        if stage.name == "prepare":
+            _fill_defaults(ctx.config, workdir, console)
     ctx.hasher.save()
     return summary
+
+
+def _fill_defaults(config: RunConfig, workdir: Workdir, console: Console) -> None:
+    """No strategies configured: write a default set that fits the data, and say so."""
+    from lvlmrec.represent.defaults import fill_default_strategies
+
+    names = fill_default_strategies(config, workdir)
+    if names:
+        _save_config(config, workdir)
+        console.print(f"  represent.strategies was empty: wrote {len(names)} default strategies "
+                      f"to {workdir.config_path} ({', '.join(names)}); edit it to change them",
+                      soft_wrap=True)
 
 
 def _save_config(config: RunConfig, workdir: Workdir) -> None:

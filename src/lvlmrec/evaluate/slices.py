@@ -17,7 +17,8 @@ train_interactions  the cold-start view: target items with 0, 1-4 and 5+ trainin
                 interactions, Recall@K on those targets only, with a percentile bootstrap
                 95% CI over users (`ci_low`, `ci_high`) and the number of (user, target)
                 pairs (`n_targets`).
-Empty bins are left out. Every row names its number of users. For a model that cannot score
+Empty bins are left out. Every row names its number of users and the 95% CI of its mean
+(history_length, popularity and cold_items: normal approximation over the users in the bin). For a model that cannot score
 items unseen in training (`scores_unseen_items` False), the bins of items with no training
 interaction hold no number but the note "n/a — needs interactions".
 """
@@ -95,7 +96,7 @@ def slice_metrics(ranking: Ranking, target: sp.csr_matrix, train_popularity: np.
             continue
         for metric in metrics:
             rows.append(("history_length", _bin_label(lo, hi), b, "history length",
-                         metric, float(per_user.loc[in_bin, metric].mean()), np.nan, np.nan,
+                         metric, *mean_ci(per_user.loc[in_bin, metric].to_numpy()),
                          int(in_bin.sum()), np.nan, ""))
     ks = sorted({int(m.split("@")[1]) for m in metrics if m.startswith("recall@")})
     groups, ranges = popularity_groups(train_popularity)
@@ -110,7 +111,7 @@ def slice_metrics(ranking: Ranking, target: sp.csr_matrix, train_popularity: np.
         na = group == "cold" and not scores_unseen
         for metric, values in recalls.items():
             rows.append((slice_name, group, order, f"train interactions {bin_range}",
-                         metric, np.nan if na else float(values.mean()), np.nan, np.nan,
+                         metric, *((np.nan,) * 3 if na else mean_ci(values)),
                          int(has.sum()), np.nan, NA_NOTE if na else ""))
     rows += train_interaction_rows(ranking, target, train_popularity, ks, scores_unseen,
                                    n_bootstrap, seed)
@@ -144,3 +145,14 @@ def train_interaction_rows(ranking: Ranking, target: sp.csr_matrix,
                          np.nan if na else float(low[j]), np.nan if na else float(high[j]),
                          int(has.sum()), n_targets, NA_NOTE if na else ""))
     return rows
+
+
+def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
+    """Mean and its normal-approximation 95% CI (mean +- 1.96 standard errors); the CI is
+    NaN for a single user."""
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return mean, float("nan"), float("nan")
+    half = 1.96 * float(values.std(ddof=1)) / np.sqrt(len(values))
+    return mean, mean - half, mean + half

@@ -27,12 +27,14 @@ from lvlmrec.errors import ConfigError, StageError
 from lvlmrec.evaluate.cold import mark_na
 from lvlmrec.evaluate.run import active_descriptions, covered_items
 from lvlmrec.evaluate.stats import significance_mark
-from lvlmrec.report import cold, figures
+from lvlmrec.report import cold, explain, figures
 from lvlmrec.report.cases import CaseStudy, build_case_studies, thumbnail
 from lvlmrec.report.search import Section, fairness_sections, seed_column
 from lvlmrec.workdir import Workdir, read_json, write_bytes, write_text
 
 TABLE_COLUMNS = ["recall@10", "ndcg@10", "recall@20", "ndcg@20"]
+VALID_NOTE = ("Means on the validation split (history = train): the only split model "
+              "selection and tuning may look at (results/metrics_valid.csv).")
 
 
 # --------------------------------------------------------------------------- terminal table
@@ -196,17 +198,21 @@ def build_figures(res: Results, metrics: list[str], metric: str) -> tuple[list[F
                      + (f"; this run only has descriptions with {which}" if which else "")
                      + " (`describe.include_title`): panel skipped.")
     if (res.slices["slice"] == "history_length").any():
-        figs.append(Figure("slices_history", "Metric by user history length.",
+        figs.append(Figure("slices_history", "Metric by user history length: one panel per "
+                           "bin, 95% CI of each mean; bins of under 30 users are faint.",
                            figures.to_png(figures.history_slices(res.slices, order, metric,
-                                                                 label))))
+                                                                 label, res.baseline))))
     recall = f"recall@{metric.split('@')[1]}"
     if (res.slices["metric"] == recall).any() and \
             res.slices["slice"].isin(["popularity", "cold_items"]).any():
+        cold = (res.slices["bin"] == "cold").any()
         figs.append(Figure("slices_items", f"{recall} on the test targets of each item slice "
-                           "only (popularity by training interactions; cold = never in "
-                           "training).",
+                           "only (popularity by training interactions"
+                           + ("; cold = never in training)" if cold else
+                              "; no test target is cold, so there is no cold panel)")
+                           + ", 95% CI; bins of under 30 users are faint.",
                            figures.to_png(figures.item_slices(res.slices, order, recall,
-                                                              label))))
+                                                              label, res.baseline))))
     return figs, notes
 
 
@@ -221,6 +227,12 @@ def build_report(cfg: ReportConfig, workdir: Workdir, console: Console,
                       f"{metric}[/yellow]")
     steps = tqdm(total=3, desc="report", disable=not show_progress, leave=False)
     figs, notes = build_figures(res, metrics, metric)
+    curves = explain.training_curves(workdir, [s["name"] for s in res.strategies])
+    if curves:
+        figs.append(Figure("training_curves", "Training loss and validation Recall@20 per "
+                           "epoch of every trained model; the weights kept are the best "
+                           "epoch's.", figures.to_png(figures.training_curves(
+                               curves, res.run["protocol_label"]))))
     steps.update()
     ds = Dataset.load(workdir, features=False)
     cases: list[CaseStudy] = []
@@ -242,7 +254,9 @@ def build_report(cfg: ReportConfig, workdir: Workdir, console: Console,
 
     page = Page(workdir, ds, res, table, figs, notes, cases, compare, metric,
                 fairness_sections(workdir, res.run, metric), section,
-                DescribersSection(workdir, ds, res.run))
+                DescribersSection(workdir, ds, res.run),
+                findings=explain.findings(res.metrics, res.strategies, metric),
+                valid_table=explain.validation_table(workdir, metrics, res.order(metric)))
     outputs = [page.write_figures(), page.write_markdown(), page.write_html()]
     steps.update()
     steps.close()
@@ -264,6 +278,10 @@ class Page:
     sections: list[Section] = dataclasses.field(default_factory=list)
     cold: cold.ColdSection | None = None
     describers: Any = None  # report/describers.py: who wrote the texts, the audit
+    #: plain sentences on what beat what (report/explain.py)
+    findings: list[str] = dataclasses.field(default_factory=list)
+    #: the validation split's means (results/metrics_valid.csv)
+    valid_table: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
     def __post_init__(self) -> None:
         self.descriptions = active_descriptions(self.workdir)
@@ -334,9 +352,13 @@ class Page:
     def write_markdown(self) -> Path:
         header = self.describers.header() if self.describers is not None else []
         lines = ["# lvlmrec report", "", *[f"{s}  " for s in self.intro() + header], "",
+                 *[f"- {s}" for s in self.findings], "",
                  f"## Results (test split, protocol: {self.res.run['protocol']})", "",
                  self.table.map(lambda v: v.replace("*", "\\*") if isinstance(v, str)
                                 else v).to_markdown(index=False), ""]
+        if not self.valid_table.empty:
+            lines += ["## Validation split", "", VALID_NOTE, "",
+                      self.valid_table.to_markdown(index=False), ""]
         for section in self.sections:
             lines += [f"## {section.title}", "", *[f"{p}  " for p in section.paragraphs], ""]
             if section.table is not None:
@@ -397,8 +419,15 @@ class Page:
             parts.append(f"<p class='protocol'>{e(self.res.run['protocol_label'])}</p>")
         header = self.describers.header() if self.describers is not None else []
         parts += [f"<p>{_inline_markdown(e(s))}</p>" for s in self.intro() + header]
+        if self.findings:
+            parts.append("<ul class='findings'>" + "".join(
+                f"<li>{_inline_markdown(e(s))}</li>" for s in self.findings) + "</ul>")
         parts += [f"<h2>Results (test split, protocol: {e(self.res.run['protocol'])})</h2>",
                   self.table.to_html(index=False, classes="results", border=0, escape=True)]
+        if not self.valid_table.empty:
+            parts += ["<h2>Validation split</h2>", f"<p>{e(VALID_NOTE)}</p>",
+                      self.valid_table.to_html(index=False, classes="results", border=0,
+                                               escape=True)]
         for section in self.sections:
             parts.append(f"<h2>{e(section.title)}</h2>")
             parts += [f"<p>{_inline_markdown(e(p))}</p>" for p in section.paragraphs]
@@ -500,4 +529,5 @@ table.tops td.rank { text-align: center; font-weight: bold; }
 .mark { color: #1a7f1a; font-weight: bold; }
 .id { color: #888; font-size: 11px; } .desc { color: #444; }
 .case { margin-bottom: 2.5em; }
+.findings li { margin: .3em 0; }
 """

@@ -1,9 +1,11 @@
 """The report's figures, drawn from our own numbers (significance.csv, slices.csv).
 
 The study's four figures (main performance, improvement over the baseline, fusion
-strategies, ablation) plus slice plots. Every figure carries the protocol label, and
-representations are grouped by what the run's config says they are (`kind`, `text`),
-never by their names.
+strategies, ablation) plus slice plots and training curves. Every figure carries the
+protocol label, and representations are grouped by what the run's config says they are
+(`kind`, `text`), never by their names. Figures are FIG_WIDTH wide (the report's column at
+100%) and grow downwards: one row per representation, one panel per metric or slice bin,
+wrapped, so they stay legible at any number of representations.
 """
 
 from __future__ import annotations
@@ -28,12 +30,6 @@ def to_png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _rep_colours(n: int) -> list:
-    """One distinct colour per representation (tab10, tab20 beyond 10, then cycling)."""
-    palette = COLOURS if n <= 10 else plt.get_cmap("tab20").colors
-    return [palette[i % len(palette)] for i in range(n)]
-
-
 def _subplots(*args, **kwargs):
     return plt.subplots(*args, layout="constrained", **kwargs)
 
@@ -52,25 +48,50 @@ def _errors(frame: pd.DataFrame) -> np.ndarray:
 
 def main_performance(sig: pd.DataFrame, order: list[str], metrics: list[str], baseline: str,
                      protocol_label: str):
-    """Mean of each main metric per representation, with bootstrap 95% CIs."""
-    fig, ax = _subplots(figsize=(max(6.5, 0.75 * len(order) * max(1, len(metrics) / 2) + 2),
-                                    4.2))
-    width = 0.8 / len(metrics)
-    x = np.arange(len(order))
-    for j, metric in enumerate(metrics):
+    """Mean of each main metric per representation, with bootstrap 95% CIs: one panel per
+    metric (two per row), representations as rows, best first; legible at any count."""
+    n_cols = min(2, len(metrics))
+    n_rows = -(-len(metrics) // n_cols)
+    fig, axes = _subplots(n_rows, n_cols, figsize=(FIG_WIDTH, n_rows * _rows_height(order)),
+                          sharey=True, squeeze=False)
+    y = np.arange(len(order))
+    for j, ax in enumerate(axes.ravel()):
+        if j >= len(metrics):
+            ax.set_visible(False)
+            continue
+        metric = metrics[j]
         rows = sig[sig["metric"] == metric].set_index("representation").loc[order]
-        ax.bar(x + (j - (len(metrics) - 1) / 2) * width, rows["mean"], width,
-               yerr=_errors(rows), capsize=2, label=metric, color=COLOURS[j % 10],
-               error_kw={"elinewidth": 0.8})
-    ax.set_xticks(x)
-    ax.set_xticklabels([f"{n} (baseline)" if n == baseline else n for n in order],
-                       rotation=35, ha="right")
-    ax.set_ylabel("test metric, mean over users")
-    ax.set_title("Main performance (error bars: bootstrap 95% CI)")
-    ax.legend(fontsize=8, ncols=min(4, len(metrics)))
-    ax.grid(axis="y", alpha=0.3)
+        colours = ["#555555" if n == baseline else COLOURS[j % 10] for n in order]
+        ax.barh(y, rows["mean"], xerr=_errors(rows), color=colours, capsize=2, height=0.7,
+                error_kw={"elinewidth": 0.8})
+        ax.set_title(metric, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_xlabel("test mean over users")
+    axes[0][0].set_yticks(y)
+    axes[0][0].set_yticklabels(_labels(order, baseline), fontsize=_label_size(order))
+    axes[0][0].invert_yaxis()
+    fig.suptitle("Main performance (best first; grey: baseline; error bars: bootstrap 95% CI)",
+                 fontsize=11)
     _footer(fig, protocol_label)
     return fig
+
+
+#: every figure is this wide (inches; 1155 px at the 110 dpi of `to_png`), so the report
+#: shows it at 100% in a 1200 px column and its text stays legible
+FIG_WIDTH = 10.5
+
+
+def _rows_height(order: list[str]) -> float:
+    """Panel height for one horizontal bar per representation."""
+    return 0.26 * len(order) + 1.3
+
+
+def _label_size(order: list[str]) -> float:
+    return 9 if len(order) <= 30 else 7.5
+
+
+def _labels(order: list[str], baseline: str) -> list[str]:
+    return [f"{n} (baseline)" if n == baseline else n for n in order]
 
 
 def improvement(sig: pd.DataFrame, order: list[str], metrics: list[str], baseline: str,
@@ -108,41 +129,38 @@ def improvement(sig: pd.DataFrame, order: list[str], metrics: list[str], baselin
 
 def by_kind(sig: pd.DataFrame, strategies: list[dict], metric: str, baseline: str,
             protocol_label: str):
-    """Every representation grouped by its strategy kind; colour = text source."""
+    """Every representation grouped by its strategy kind (best first within a kind); colour
+    = text source. Horizontal, so names stay readable at any number of strategies."""
     rows = sig[sig["metric"] == metric].set_index("representation")
+    strategies = [s for s in strategies if s["name"] in rows.index]
     kinds = list(dict.fromkeys(s["kind"] for s in strategies))
     sources = list(dict.fromkeys(s.get("text") or "none" for s in strategies))
     colour = {src: COLOURS[i % 10] for i, src in enumerate(sources)}
-    fig, ax = _subplots(figsize=(max(6.5, 0.6 * len(strategies) + 1.2 * len(kinds)), 4.2))
-    x, ticks, labels, centres = 0.0, [], [], []
+    n = len(strategies) + len(kinds)
+    fig, ax = _subplots(figsize=(FIG_WIDTH, 0.26 * n + 1.4))
+    y, ticks, labels = 0, [], []
     for kind in kinds:
-        members = [s for s in strategies if s["kind"] == kind]
-        members.sort(key=lambda s: -rows.loc[s["name"], "mean"])
-        start = x
+        members = sorted((s for s in strategies if s["kind"] == kind),
+                         key=lambda s: -rows.loc[s["name"], "mean"])
+        ax.text(0, y, f"kind: {kind}", fontsize=9, fontweight="bold", va="center")
+        y += 1
         for s in members:
             r = rows.loc[[s["name"]]]
-            ax.bar(x, r["mean"], 0.8, yerr=_errors(r), capsize=2,
-                   color=colour[s.get("text") or "none"],
-                   hatch="//" if s["name"] == baseline else None, edgecolor="white",
-                   error_kw={"elinewidth": 0.8})
-            ticks.append(x)
-            labels.append(s["name"])
-            x += 1
-        centres.append(((start + x - 1) / 2, kind))
-        x += 0.8
-    ax.set_xticks(ticks)
-    ax.set_xticklabels(labels, rotation=40, ha="right", fontsize=8)
-    top = ax.get_ylim()[1]
-    for centre, kind in centres:
-        ax.text(centre, top * 1.01, kind, ha="center", va="bottom", fontsize=9,
-                fontweight="bold")
-    ax.set_ylim(0, top * 1.1)
+            ax.barh(y, r["mean"], height=0.7, xerr=_errors(r), capsize=2,
+                    color=colour[s.get("text") or "none"],
+                    hatch="//" if s["name"] == baseline else None, edgecolor="white",
+                    error_kw={"elinewidth": 0.8})
+            ticks.append(y)
+            labels.append(s["name"] + (" (baseline)" if s["name"] == baseline else ""))
+            y += 1
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(labels, fontsize=_label_size(labels))
+    ax.set_ylim(y - 0.4, -0.6)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colour[s]) for s in sources]
-    ax.legend(handles, [f"text: {s}" for s in sources], fontsize=8,
-              bbox_to_anchor=(1.01, 1), loc="upper left")
-    ax.set_ylabel(f"{metric} (mean, 95% CI)")
-    ax.set_title("Strategies compared, grouped by kind (hatched: baseline)", pad=18)
-    ax.grid(axis="y", alpha=0.3)
+    ax.legend(handles, [f"text: {s}" for s in sources], fontsize=8, loc="lower right")
+    ax.set_xlabel(f"{metric} (test mean, 95% CI)")
+    ax.set_title("Strategies compared, grouped by kind (hatched: baseline)")
+    ax.grid(axis="x", alpha=0.3)
     _footer(fig, protocol_label)
     return fig
 
@@ -190,48 +208,104 @@ def ablation(sig: pd.DataFrame, text_only: list[dict], prompt_groups: dict[str, 
     return fig
 
 
-def history_slices(slices: pd.DataFrame, order: list[str], metric: str, protocol_label: str):
-    rows = slices[(slices["slice"] == "history_length") & (slices["metric"] == metric)]
+#: slice bins with fewer users than this are drawn faint: their means are too noisy to read
+MIN_BIN_USERS = 30
+
+
+def slice_panels(rows: pd.DataFrame, order: list[str], baseline: str, metric: str,
+                 titles: dict[str, str], protocol_label: str, title: str, n_cols: int = 4):
+    """One panel per bin (wrapped, `n_cols` a row): each representation's mean in that bin
+    with its 95% CI as a dot and a bar, best first; a dashed line at the baseline's value.
+    A bin with fewer than MIN_BIN_USERS users is drawn faint and says so in its title."""
     bins = rows.drop_duplicates("bin_order").sort_values("bin_order")
-    fig, ax = _subplots(figsize=(7.5, 4))
-    x = {b: i for i, b in enumerate(bins["bin_order"])}
-    for i, (name, colour) in enumerate(zip(order, _rep_colours(len(order)))):
-        r = rows[rows["representation"] == name].sort_values("bin_order")
-        ax.plot([x[b] for b in r["bin_order"]], r["value"], marker="o", lw=1.2,
-                color=colour, label=name, ls="-" if i < 20 else "--")
-    ax.set_xticks(range(len(bins)))
-    ax.set_xticklabels([f"{b}\n({n} users)" for b, n in zip(bins["bin"], bins["n_users"])],
-                       fontsize=8)
-    ax.set_xlabel("history length (items the user was ranked from)")
-    ax.set_ylabel(f"{metric}, mean over users in the bin")
-    ax.set_title("By user history length")
-    ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
-    ax.grid(alpha=0.3)
+    n_cols = min(n_cols, len(bins))
+    n_rows = -(-len(bins) // n_cols)
+    fig, axes = _subplots(n_rows, n_cols, figsize=(FIG_WIDTH, n_rows * _rows_height(order)),
+                          sharey=True, sharex=True, squeeze=False)
+    y = np.arange(len(order))
+    for ax, (_, b) in zip(axes.ravel(), bins.iterrows()):
+        r = rows[rows["bin"] == b["bin"]].set_index("representation").reindex(order)
+        faint = b["n_users"] < MIN_BIN_USERS
+        alpha = 0.3 if faint else 1.0
+        low = (r["value"] - r["ci_low"]).clip(lower=0).fillna(0) if "ci_low" in r else 0
+        high = (r["ci_high"] - r["value"]).clip(lower=0).fillna(0) if "ci_high" in r else 0
+        colours = ["#555555" if n == baseline else COLOURS[0] for n in order]
+        ax.hlines(y, r["value"] - low, r["value"] + high, colors=colours, alpha=alpha, lw=1.4)
+        ax.scatter(r["value"], y, c=colours, alpha=alpha, s=18, zorder=3)
+        if baseline in r.index and pd.notna(r.loc[baseline, "value"]):
+            ax.axvline(r.loc[baseline, "value"], color="#555555", ls="--", lw=0.8)
+        ax.set_title(f"{titles.get(b['bin'], b['bin'])}\n{int(b['n_users'])} users"
+                     + (" (under 30: faint)" if faint else ""), fontsize=9,
+                     color="#999999" if faint else "black")
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="x", labelsize=8)
+    for ax in axes.ravel()[len(bins):]:
+        ax.set_visible(False)
+    axes[0][0].set_yticks(y)
+    axes[0][0].set_yticklabels(_labels(order, baseline), fontsize=_label_size(order))
+    axes[0][0].invert_yaxis()
+    fig.suptitle(f"{title}: {metric}, mean over users with 95% CI (dashed: baseline)",
+                 fontsize=11)
     _footer(fig, protocol_label)
     return fig
 
 
-def item_slices(slices: pd.DataFrame, order: list[str], metric: str, protocol_label: str):
-    """Recall on head/mid/tail targets and on cold vs warm targets."""
-    panels = [(name, slices[(slices["slice"] == name) & (slices["metric"] == metric)])
-              for name in ("popularity", "cold_items")]
-    panels = [(n, r) for n, r in panels if len(r)]
-    fig, axes = _subplots(1, max(1, len(panels)), figsize=(6 * max(1, len(panels)), 4),
-                             squeeze=False)
-    for ax, (name, rows) in zip(axes[0], panels):
-        bins = rows.drop_duplicates("bin_order").sort_values("bin_order")
-        width = 0.8 / len(order)
-        for i, (rep, colour) in enumerate(zip(order, _rep_colours(len(order)))):
-            r = rows[rows["representation"] == rep].set_index("bin").reindex(bins["bin"])
-            ax.bar(np.arange(len(bins)) + (i - (len(order) - 1) / 2) * width,
-                   r["value"], width, color=colour, label=rep)  # n/a stays empty, never 0
-        ax.set_xticks(range(len(bins)))
-        ax.set_xticklabels([f"{b}\n{rng}\n({n} users)" for b, rng, n in
-                            zip(bins["bin"], bins["bin_range"], bins["n_users"])], fontsize=7)
-        ax.set_ylabel(f"{metric} on these targets only")
-        ax.set_title("Target popularity (training interactions)" if name == "popularity"
-                     else "Cold targets (never in training) vs warm", fontsize=10)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0][-1].legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")
+def history_slices(slices: pd.DataFrame, order: list[str], metric: str, protocol_label: str,
+                   baseline: str = ""):
+    """The metric per user-history-length bin, one panel per bin."""
+    rows = slices[(slices["slice"] == "history_length") & (slices["metric"] == metric)]
+    titles = {b: f"history {b}" for b in rows["bin"].unique()}
+    return slice_panels(rows, order, baseline, metric, titles, protocol_label,
+                        "By user history length")
+
+
+def item_slices(slices: pd.DataFrame, order: list[str], metric: str, protocol_label: str,
+                baseline: str = ""):
+    """Recall on head/mid/tail targets, and on cold vs warm targets when some are cold (no
+    cold panel otherwise: it would compare nothing)."""
+    rows = slices[slices["slice"].isin(["popularity", "cold_items"])
+                  & (slices["metric"] == metric)].copy()
+    if not (rows["bin"] == "cold").any():
+        rows = rows[rows["slice"] != "cold_items"]
+    rows["bin_order"] = rows["bin_order"] + np.where(rows["slice"] == "cold_items", 10, 0)
+    titles = {"head": "head targets", "mid": "mid targets", "tail": "tail targets",
+              "cold": "cold targets (never in training)", "warm": "warm targets"}
+    return slice_panels(rows, order, baseline, metric, titles, protocol_label,
+                        "By target item popularity", n_cols=3)
+
+
+def training_curves(curves: dict[str, dict], protocol_label: str):
+    """Per trained model: training loss (left axis) and validation Recall@20 (right axis)
+    per epoch, the kept (best) epoch marked."""
+    names = list(curves)
+    n_cols = min(3, len(names))
+    n_rows = -(-len(names) // n_cols)
+    fig, axes = _subplots(n_rows, n_cols, figsize=(FIG_WIDTH, 2.6 * n_rows + 0.6),
+                          squeeze=False)
+    for ax, name in zip(axes.ravel(), names):
+        c = curves[name]
+        if len(c["loss"]):
+            ax.plot(np.arange(len(c["loss"])), c["loss"], color=COLOURS[0], lw=1.3)
+        ax.set_ylabel("training loss", color=COLOURS[0], fontsize=8)
+        ax.tick_params(labelsize=8)
+        ax.set_xlabel("epoch", fontsize=8)
+        twin = ax.twinx()
+        if len(c["valid_epoch"]):
+            twin.plot(c["valid_epoch"], c["valid_recall"], color=COLOURS[1], lw=1.3,
+                      marker="o", ms=2.5)
+        twin.set_ylabel("valid Recall@20", color=COLOURS[1], fontsize=8)
+        twin.tick_params(labelsize=8)
+        best = c.get("best_epoch")
+        if best is not None and best >= 0:
+            ax.axvline(best, color="#333333", ls=":", lw=1)
+            at = [v for e, v in zip(c["valid_epoch"], c["valid_recall"]) if e == best]
+            if at:
+                twin.plot([best], at, marker="*", ms=10, color=COLOURS[3])
+        ax.set_title(f"{name} (best epoch {best})", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(names):]:
+        ax.set_visible(False)
+    fig.suptitle("Training curves (dotted line and star: the epoch kept, best validation "
+                 "Recall@20)", fontsize=11)
     _footer(fig, protocol_label)
     return fig

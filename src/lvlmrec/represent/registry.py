@@ -8,7 +8,6 @@ writing the class and one `register("kind", Class)` line.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import sys
 from typing import Any
@@ -46,7 +45,10 @@ def loadable_class(name: str, plugins: list[str] | None = None) -> type[Recommen
     With `plugins` (a run's `represent.plugins`), only built-in kinds and kinds registered
     by those modules (or defined in them) count; with None, any kind registered so far."""
     if plugins is not None:
+        from lvlmrec.plugins import module_name
+
         load_plugins(plugins)
+        plugins = [module_name(p) for p in plugins]
     for cls in REGISTRY.values():
         if class_name(cls) != name:
             continue
@@ -79,12 +81,9 @@ register("ials", IALS)
 
 def load_plugins(modules: list[str]) -> None:
     """Import the modules that register extra kinds (the config's `represent.plugins`)."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError as err:
-            raise ConfigError(f"represent.plugins: cannot import {name!r}: {err} (a plugin "
-                              "must be importable: installed, or on PYTHONPATH)") from None
+    from lvlmrec.plugins import import_plugins
+
+    import_plugins(modules)
 
 
 def kind_class(strategy: StrategyConfig) -> type[Recommender]:

@@ -12,6 +12,7 @@ import functools
 import io
 import mimetypes
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -21,9 +22,11 @@ from pydantic import BaseModel, Field
 
 from lvlmrec import __version__
 from lvlmrec.errors import DataError
-from lvlmrec.serve.service import Representation, SearchUnavailable, ServedRun, load_run
+from lvlmrec.serve.service import (Representation, SearchUnavailable, ServedRun, _saved_config,
+                                   load_run, ranked_representations)
 from lvlmrec.workdir import Workdir
 
+IdType = Literal["internal", "source"]
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 #: default cap on k for every list endpoint
 MAX_K = 100
@@ -113,6 +116,9 @@ class RepresentationInfo(BaseModel):
 
 class Representations(BaseModel):
     default: str
+    metric: str = Field(description="the report metric (report.metric) `ranked` sorts by")
+    ranked: list[str] = Field(description="names, best first by the report metric's test "
+                              "value; unevaluated ones last")
     representations: list[RepresentationInfo]
 
 
@@ -153,6 +159,9 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
     item_test = np.bincount(run.test.indices, minlength=run.n_items)
     lower_source_ids = [s.lower() for s in run.user_source_ids]
     default_rep = next(iter(run.representations))
+    saved = _saved_config(run.workdir)
+    metric = saved.report.metric if saved is not None else "recall@10"
+    ranked = ranked_representations(run, metric)
 
     def k_query():
         return Query(10, ge=1, le=max_k, description=f"number of items (at most {max_k})")
@@ -174,15 +183,31 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
                                      f"{', '.join(run.representations)}")
         return rep
 
-    def check_user(user_id: int) -> None:
-        if not 0 <= user_id < run.n_users:
-            raise HTTPException(404, f"unknown user_id {user_id}: user ids are "
-                                     f"0..{run.n_users - 1}")
+    user_by_source = {s: i for i, s in enumerate(run.user_source_ids)}
+    item_by_source = {s: i for i, s in enumerate(run.item_source_ids)}
 
-    def check_item(item_id: int, where: str = "") -> None:
-        if not 0 <= item_id < run.n_items:
-            raise HTTPException(404, f"unknown item_id {item_id}{where}: item ids are "
-                                     f"0..{run.n_items - 1}")
+    def resolve(raw: str | int, id_type: str, what: str, where: str = "") -> int:
+        """A path or body id: the run's row number (id_type=internal) or the original id
+        (id_type=source); unknown: 404 naming the id; not an integer: 422."""
+        if id_type == "source":
+            found = (user_by_source if what == "user" else item_by_source).get(str(raw))
+            if found is None:
+                raise HTTPException(404, f"unknown {what} source id {str(raw)!r}{where}")
+            return found
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise HTTPException(422, f"{what}_id {str(raw)!r}{where} is not an integer: pass "
+                                     "id_type=source for an original id") from None
+        n = run.n_users if what == "user" else run.n_items
+        if not 0 <= value < n:
+            raise HTTPException(404, f"unknown {what}_id {value}{where}: {what} ids are "
+                                     f"0..{n - 1}")
+        return value
+
+    def id_type_query():
+        return Query("internal", description="internal: the run's 0-based id; source: the "
+                     "original id (ASIN, user name, movie id)")
 
     def item(i: int) -> dict:
         return {"item_id": i, "source_id": run.item_source_ids[i], "title": run.titles[i],
@@ -233,7 +258,7 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
     @app.get("/representations", response_model=Representations, tags=["run"])
     def list_representations() -> dict:
         """The served representations, their settings and test metrics."""
-        return {"default": default_rep,
+        return {"default": default_rep, "metric": metric, "ranked": ranked,
                 "representations": [r.info() for r in run.representations.values()]}
 
     # ------------------------------------------------------------------ users
@@ -260,10 +285,11 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
         return user_summary(int(np.random.default_rng().choice(eligible)))
 
     @app.get("/users/{user_id}", response_model=UserDetail, tags=["users"])
-    def user(user_id: int, limit: int = Query(100, ge=0, le=10_000,
-                                              description="history items to list")) -> dict:
+    def user(user_id: str, limit: int = Query(100, ge=0, le=10_000,
+                                              description="history items to list"),
+             id_type: IdType = id_type_query()) -> dict:
         """A user's history (train + valid) and their held-out test items."""
-        check_user(user_id)
+        user_id = resolve(user_id, id_type, "user")
         return {**user_summary(user_id),
                 "history": [item(int(i)) for i in run.user_history(user_id)[:limit]],
                 "test": [item(int(i)) for i in run.user_test(user_id)[:limit]]}
@@ -271,19 +297,22 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
     @app.get("/users/{user_id}/recommendations", response_model=Recommendations,
              tags=["recommendations"])
     def user_recommendations(
-            user_id: int, k: int = k_query(), representation: str | None = rep_query(),
+            user_id: str, k: int = k_query(), representation: str | None = rep_query(),
             explain: bool = Query(True, description="name the history items behind each "
-                                  "recommendation")) -> dict:
+                                  "recommendation"),
+            id_type: IdType = id_type_query()) -> dict:
         """Top-k for a known user; their train + valid items are the history and are never
         recommended; test items are marked as hits."""
-        check_user(user_id)
+        user_id = resolve(user_id, id_type, "user")
         return recommendations(get_representation(representation), run.user_history(user_id),
                                k, user_id, explain,
                                run.user_test(user_id) if run.has_test else None)
 
     class HistoryRequest(BaseModel):
-        items: list[int] = Field(min_length=1, max_length=10_000,
-                                 description="item ids the user interacted with")
+        items: list[int | str] = Field(min_length=1, max_length=10_000,
+                                       description="item ids the user interacted with")
+        id_type: IdType = Field("internal", description="internal or source: how `items` "
+                                "name the items")
         k: int = Field(10, ge=1, le=max_k)
         representation: str | None = None
         explain: bool = True
@@ -291,17 +320,16 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
     @app.post("/recommendations", response_model=Recommendations, tags=["recommendations"])
     def history_recommendations(body: HistoryRequest) -> dict:
         """Top-k for a new or anonymous user given the items they interacted with."""
-        for i in body.items:
-            check_item(i, " in the request's items")
-        history = np.unique(np.asarray(body.items, dtype=np.int64))
+        ids = [resolve(i, body.id_type, "item", " in the request's items") for i in body.items]
+        history = np.unique(np.asarray(ids, dtype=np.int64))
         return recommendations(get_representation(body.representation), history, body.k, -1,
                                body.explain, None)
 
     # ------------------------------------------------------------------ items
     @app.get("/items/{item_id}", response_model=ItemDetail, tags=["items"])
-    def item_detail(item_id: int) -> dict:
+    def item_detail(item_id: str, id_type: IdType = id_type_query()) -> dict:
         """Title, description, metadata text and image URL of one item."""
-        check_item(item_id)
+        item_id = resolve(item_id, id_type, "item")
         return {**item(item_id), "text": run.texts[item_id],
                 "n_interactions": int(item_history[item_id]), "n_test": int(item_test[item_id])}
 
@@ -323,11 +351,11 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
 
     @app.get("/items/{item_id}/image", tags=["items"],
              responses={200: {"content": {"image/*": {}}}})
-    def item_image(item_id: int, size: int | None = Query(
+    def item_image(item_id: str, size: int | None = Query(
             None, ge=16, le=1024, description="longest side of a JPEG thumbnail; omit for "
-            "the original file")) -> Response:
+            "the original file"), id_type: IdType = id_type_query()) -> Response:
         """The item's image (an SVG placeholder when it has none or it cannot be read)."""
-        check_item(item_id)
+        item_id = resolve(item_id, id_type, "item")
         try:
             path = run.image_file(item_id)
         except PermissionError:
@@ -345,10 +373,11 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
                         headers={**headers, "X-Placeholder": "1"})
 
     @app.get("/items/{item_id}/similar", response_model=Neighbours, tags=["items"])
-    def similar(item_id: int, k: int = k_query(),
-                representation: str | None = rep_query()) -> dict:
+    def similar(item_id: str, k: int = k_query(),
+                representation: str | None = rep_query(),
+                id_type: IdType = id_type_query()) -> dict:
         """The items nearest to one item in a representation's item space."""
-        check_item(item_id)
+        item_id = resolve(item_id, id_type, "item")
         rep = get_representation(representation)
         ids, scores = rep.similar(item_id, k)
         return {"representation": rep.name, "item_id": item_id, "items": scored(ids, scores)}

@@ -233,6 +233,13 @@ class ServedRun:
             self.embed_query("warm up")
 
 
+def ranked_representations(run: ServedRun, metric: str = "recall@10") -> list[str]:
+    """Served names, best first by a test metric; unevaluated ones last, in config order."""
+    names = list(run.representations)
+    value = {n: run.representations[n].metrics.get(metric) for n in names}
+    return sorted(names, key=lambda n: (value[n] is None, -(value[n] or 0.0)))
+
+
 def _row(matrix: sp.csr_matrix, row: int) -> np.ndarray:
     return matrix.indices[matrix.indptr[row]:matrix.indptr[row + 1]].astype(np.int64)
 
@@ -247,6 +254,10 @@ def load_run(workdir: str | Path | Workdir, index: str = "exact", max_k: int = 1
         raise StageError(f"no run directory at {wd.root}")
     ds = Dataset.load(wd, features=False)
     cfg = _saved_config(wd)
+    if cfg is not None:  # a plugin that fails to import is an error here as in every stage
+        from lvlmrec.plugins import import_plugins
+
+        import_plugins(cfg.represent.plugins)
     items = ds.items
     strategies = {s.name: s for s in cfg.represent.strategies} if cfg else {}
     metrics = _metrics(wd)

@@ -8,7 +8,9 @@ const $ = (selector) => document.querySelector(selector);
 const columns = ["left", "right"].map((id) => document.getElementById(id));
 const THUMB = 256;
 let representations = [];
+let metric = "recall@10"; // the report metric, from /representations
 let view = null; // {user: id} | {q: text} | {item: id}
+let generation = 0; // bumped by every show(): answers to an older view are dropped
 
 function el(tag, props = {}, children = []) {
   const node = Object.assign(document.createElement(tag), props);
@@ -121,8 +123,8 @@ function columnError(column, message) {
 
 function metricText(name) {
   const rep = representations.find((r) => r.name === name);
-  const value = rep && rep.metrics["recall@10"];
-  return value === undefined ? "" : ` · test recall@10 ${value.toFixed(3)}`;
+  const value = rep && rep.metrics[metric];
+  return value === undefined ? "" : ` · test ${metric} ${value.toFixed(3)}`;
 }
 
 // ------------------------------------------------------------------ views
@@ -136,10 +138,12 @@ function strip(target, items) {
   if (!items.length) target.append(el("span", {className: "empty", textContent: "none"}));
 }
 
-async function showHeader() {
+async function showHeader(token) {
   const section = $("#user-section");
   if (view.user !== undefined) {
     const user = await api(`/users/${view.user}?limit=200`);
+    if (token !== generation) return;
+    $("#user-input").value = idType() === "source" ? user.source_id : user.user_id;
     $("#user-title").textContent =
       `User ${user.user_id} (${user.source_id}): ${user.n_history} history items, ` +
       `${user.n_test} test items`;
@@ -149,6 +153,7 @@ async function showHeader() {
     section.hidden = false;
   } else if (view.item !== undefined) {
     const item = await api(`/items/${view.item}`);
+    if (token !== generation) return;
     $("#user-title").textContent = `Items like #${item.item_id}: ${item.title}`;
     strip($("#history"), [item]);
     $("#test-block").hidden = true;
@@ -158,50 +163,74 @@ async function showHeader() {
   }
 }
 
-async function fillSide(i) {
+async function fillSide(i, token = generation) {
   const column = columns[i];
   const name = selectOf(i).value;
   const rep = encodeURIComponent(name);
+  const current = () => token === generation && selectOf(i).value === name;
   try {
     if (view.user !== undefined) {
       const r = await api(`/users/${view.user}/recommendations?k=${k()}&representation=${rep}`);
+      if (!current()) return;
       const hits = r.n_hits === null ? ""
         : ` · ${r.n_hits} of ${r.n_test} test items in the top ${r.k}`;
       fillColumn(column, r.items, `${name}${hits}${metricText(name)}`, r.explanation);
     } else if (view.q !== undefined) {
       const r = await api(`/search?q=${encodeURIComponent(view.q)}&k=${k()}&representation=${rep}`);
+      if (!current()) return;
       fillColumn(column, r.items, `${name}: nearest texts to “${view.q}”`, "");
     } else if (view.item !== undefined) {
       const r = await api(`/items/${view.item}/similar?k=${k()}&representation=${rep}`);
+      if (!current()) return;
       fillColumn(column, r.items, `${name}: nearest items`, "");
     }
   } catch (err) {
-    columnError(column, `${name}: ${err.message}`);
+    if (current()) columnError(column, `${name}: ${err.message}`);
   }
 }
 
 async function show(newView) {
   view = newView;
+  const token = ++generation;
   writeHash();
   setStatus("loading…");
   try {
-    await showHeader();
-    await Promise.all([0, 1].map(fillSide));
+    await showHeader(token);
+    await Promise.all([0, 1].map((i) => fillSide(i, token)));
+    if (token !== generation) return;
     const what = view.user !== undefined ? `user ${view.user}`
       : view.q !== undefined ? `search “${view.q}”` : `items like #${view.item}`;
     setStatus(`Showing ${what}. Hover a recommendation to see why it was recommended.`);
   } catch (err) {
-    setStatus(err.message, true);
+    if (token === generation) setStatus(err.message, true);
   }
 }
 
 // ------------------------------------------------------------------ controls
+// Typed ids are original ids (ASINs, user names, movie ids) or the run's 0-based ids,
+// as the id-type select says; the server resolves them (?id_type=source).
+function idType() {
+  return $("#id-type").value;
+}
+
 async function resolveUser(text) {
   text = text.trim();
-  if (/^\d+$/.test(text)) return Number(text);
-  const matches = await api(`/users?q=${encodeURIComponent(text)}&limit=1`);
-  if (!matches.length) throw new Error(`no user matches “${text}”`);
-  return matches[0].user_id;
+  if (!text) throw new Error("type a user id");
+  if (idType() === "source") {
+    const exact = await api(`/users/${encodeURIComponent(text)}?id_type=source&limit=0`)
+      .catch(() => null);
+    if (exact) return exact.user_id;
+    const matches = await api(`/users?q=${encodeURIComponent(text)}&limit=1`);
+    if (!matches.length) throw new Error(`no user matches “${text}”`);
+    return matches[0].user_id;
+  }
+  return (await api(`/users/${encodeURIComponent(text)}?limit=0`)).user_id;
+}
+
+async function resolveItem(text) {
+  text = text.trim();
+  if (!text) throw new Error("type an item id");
+  return (await api(`/items/${encodeURIComponent(text)}?id_type=${idType()}`)).item_id;
 }
 
 let suggestTimer = null;
@@ -210,21 +239,25 @@ function suggestUsers() {
   suggestTimer = setTimeout(async () => {
     const q = $("#user-input").value.trim();
     const users = await api(`/users?q=${encodeURIComponent(q)}&limit=20`).catch(() => []);
+    const source = idType() === "source";
     $("#user-list").replaceChildren(...users.map((u) => el("option", {
-      value: String(u.user_id), label: `${u.source_id} · ${u.n_history} items`})));
+      value: source ? u.source_id : String(u.user_id),
+      label: `${source ? "run id " + u.user_id : u.source_id} · ${u.n_history} items`})));
   }, 150);
 }
 
 async function init() {
   const [health, reps] = await Promise.all([api("/health"), api("/representations")]);
   representations = reps.representations;
+  metric = reps.metric;
   $("#run-info").textContent =
     `${health.workdir} · ${health.n_items.toLocaleString()} items · ` +
     `${health.n_users.toLocaleString()} users · ${representations.length} representations`;
   for (const [i, select] of [0, 1].map((i) => [i, selectOf(i)])) {
     select.replaceChildren(...representations.map((r) => el("option", {
       value: r.name, textContent: r.name + (r.searchable ? "  (text)" : "")})));
-    select.value = representations[Math.min(i, representations.length - 1)].name;
+    // the two best by the report metric (reps.ranked), until the URL names others
+    select.value = reps.ranked[Math.min(i, reps.ranked.length - 1)];
     select.addEventListener("change", () => {
       writeHash();
       if (view) fillSide(i);
@@ -232,19 +265,20 @@ async function init() {
   }
   $("#k").addEventListener("change", () => view && show(view));
   $("#user-input").addEventListener("input", suggestUsers);
-  $("#user-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    try {
-      show({user: await resolveUser($("#user-input").value)});
-    } catch (err) {
-      setStatus(err.message, true);
-    }
-  });
-  $("#random-user").addEventListener("click", async () => {
-    const user = await api("/users/random");
-    $("#user-input").value = user.user_id;
-    show({user: user.user_id});
-  });
+  // a typed id opens its view once the server has resolved it
+  const onTyped = (form, input, resolve, key) => $(form).addEventListener("submit",
+    async (event) => {
+      event.preventDefault();
+      try {
+        show({[key]: await resolve($(input).value)});
+      } catch (err) {
+        setStatus(err.message, true);
+      }
+    });
+  onTyped("#user-form", "#user-input", resolveUser, "user");
+  onTyped("#item-form", "#item-input", resolveItem, "item");
+  $("#random-user").addEventListener("click", showRandomUser);
+  $("#id-type").addEventListener("change", suggestUsers);
   $("#search-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const q = $("#search-input").value.trim();
@@ -253,10 +287,16 @@ async function init() {
   suggestUsers();
   const initial = readHash();
   if (initial) {
-    if (initial.user !== undefined) $("#user-input").value = initial.user;
     if (initial.q !== undefined) $("#search-input").value = initial.q;
     show(initial);
+  } else {
+    await showRandomUser(); // never open on a blank page
   }
+}
+
+async function showRandomUser() {
+  const user = await api("/users/random");
+  show({user: user.user_id});
 }
 
 init().catch((err) => setStatus(`cannot reach the server: ${err.message}`, true));
