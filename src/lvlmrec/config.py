@@ -31,6 +31,8 @@ class SyntheticSource(Section):
     image_size: int = Field(128, ge=32, le=1024)
     min_interactions: int = Field(5, ge=3)
     mean_interactions: float = Field(12.0, gt=3)
+    sequential_strength: float = Field(0.0, ge=0, le=1)  # next item like the last one
+    split: Literal["random", "loo", "temporal"] = "random"  # loo/temporal use the timestamps
 
 
 class PreparedSource(Section):

@@ -28,6 +28,8 @@ def build_dataset(source: DatasetConfig, workdir: Workdir, show_progress: bool =
             image_size=source.image_size,
             min_interactions=source.min_interactions,
             mean_interactions=source.mean_interactions,
+            sequential_strength=source.sequential_strength,
+            split=source.split,
             show_progress=show_progress,
         )
     if fmt == "kaggle":
