@@ -208,9 +208,10 @@ def run_problems(config: RunConfig, stages: set[str],
                 problems.append((f"{key}.{_source_field(strategy, src)}",
                                  f"{strategy.name!r}: {msg}"))
         if getattr(kind_class(strategy), "needs_order", False) and not _has_time(config):
-            problems.append((f"{key}.kind", f"{strategy.name!r}: kind {strategy.kind!r} "
-                             "orders each history by time, but the dataset source "
-                             f"({config.dataset.format}) has no timestamps"))
+            problems.append((f"{key}.kind", (f"{strategy.name!r}: kind {strategy.kind!r} "
+                                             "orders each history by time, but the dataset "
+                                             f"source ({config.dataset.format}) has no "
+                                             "timestamps")))
     problems += _evaluate_problems(config)
     return problems
 

@@ -31,8 +31,14 @@ import torch
 from torch import nn
 
 from lvlmrec.errors import ConfigError, StageError
-from lvlmrec.represent.base import (Recommender, TrainData, check_choice, check_int,
-                                    check_number, top_k)
+from lvlmrec.represent.base import (
+    Recommender,
+    TrainData,
+    check_choice,
+    check_int,
+    check_number,
+    top_k,
+)
 from lvlmrec.represent.training import EarlyStopping, seed_everything, torch_threads
 from lvlmrec.workdir import atomic_path
 
@@ -151,7 +157,7 @@ class _SASRec(nn.Module):
         self.norm = nn.LayerNorm(hidden)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        b, length = tokens.shape
+        length = tokens.shape[1]
         pad = tokens == 0
         x = self.drop(self.items(tokens) + self.pos.weight[:length]) * (~pad).unsqueeze(-1)
         # causal, and padding keys hidden; a position may always see itself (no empty row)
