@@ -83,6 +83,14 @@ def mean_se(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
 
 
+def save(ds, users, threads: int, out: list[dict], load_info: Load) -> None:
+    save_results("sequential", {
+        "dataset": "MovieLens-100k (all ratings, 5-core, loo by time)",
+        "n_users": ds.n_users, "n_items": ds.n_items, "n_test_users": len(users),
+        "threads": threads, "recbole": "not run (not installed here)",
+        "rows": out}, load_info)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--movielens", type=Path, default=MOVIELENS)
@@ -129,6 +137,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:18s} R@10 {row['recall@10']:.4f}±{row['recall@10_se']:.4f}  "
               f"R@20 {row['recall@20']:.4f}±{row['recall@20_se']:.4f}  "
               f"N@10 {row['ndcg@10']:.4f}  fit {seconds:.0f}s", flush=True)
+        save(ds, users, args.threads, out, load_info)  # after every row: partial runs count
     print()
     print("| row | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | fit s |")
     print("|---|---|---|---|---|---|")
@@ -136,11 +145,6 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {r['row']} | {r['recall@10']:.4f} ± {r['recall@10_se']:.4f} | "
               f"{r['recall@20']:.4f} ± {r['recall@20_se']:.4f} | {r['ndcg@10']:.4f} | "
               f"{r['ndcg@20']:.4f} | {r['fit_seconds_all_candidates']:.0f} |")
-    save_results("sequential", {
-        "dataset": "MovieLens-100k (all ratings, 5-core, loo by time)",
-        "n_users": ds.n_users, "n_items": ds.n_items, "n_test_users": len(users),
-        "threads": args.threads, "recbole": "not run (not installed here)",
-        "rows": out}, load_info)
 
 
 if __name__ == "__main__":
