@@ -55,27 +55,33 @@ def load(folder: Path):
     return load_csv(source, show_progress=False)
 
 
-def text_embedding(ds) -> np.ndarray:
+def text_embedding(ds, cache: Path | None = None) -> np.ndarray:
+    """all-MiniLM-L6-v2 of "title. overview" (read from / written to `cache` when given)."""
     from lvlmrec.encode.text import TextEncoder
 
+    if cache is not None and cache.is_file():
+        return np.load(cache)
     texts = (ds.items["title"].astype(str) + ". " + ds.items["text"].astype(str)).tolist()
-    return TextEncoder(device="cpu").encode(texts, show_progress_bar=False)
+    emb = TextEncoder(device="cpu").encode(texts, show_progress_bar=False)
+    if cache is not None:
+        np.save(cache, emb)
+    return emb
 
 
 def rows(threads: int) -> dict[str, list]:
     """row -> candidate models (the best on validation Recall@20 is kept)."""
     seq = {"epochs": 200, "patience": 5, "num_threads": threads, "max_len": 50,
            "hidden": 64, "seed": 0}
-    return {
+    return {  # cheap rows and SASRec first: the JSON is written after every row
         "popularity": [Popularity()],
-        "itemknn": [ItemKNN(shrink=s) for s in (10, 100)],
-        "bpr": [BPRMF(reg_weight=r, learning_rate=0.01, item_bias=True, epochs=100,
-                      patience=5, num_threads=threads) for r in (0.01, 0.1)],
         "text_content": [ContentRecommender("text")],
         "sasrec_id": [SASRec(input="id", **seq)],
-        "sasrec_content": [SASRec(input="content", text="text", **seq)],
-        "sasrec_id+content": [SASRec(input="id+content", text="text", **seq)],
+        "itemknn": [ItemKNN(shrink=s) for s in (10, 100)],
         "gru4rec_id": [GRU4Rec(input="id", n_layers=1, **seq)],
+        "sasrec_id+content": [SASRec(input="id+content", text="text", **seq)],
+        "sasrec_content": [SASRec(input="content", text="text", **seq)],
+        "bpr": [BPRMF(reg_weight=r, learning_rate=0.01, item_bias=True, epochs=100,
+                      patience=5, num_threads=threads) for r in (0.01, 0.1)],
     }
 
 
@@ -96,11 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--movielens", type=Path, default=MOVIELENS)
     parser.add_argument("--rows", default="", help="comma-separated subset of rows")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--embedding-cache", type=Path, default=None,
+                        help="a .npy to keep the text embedding in between runs")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     load_info = Load()
     ds = load(args.movielens)
-    emb = text_embedding(ds)
+    emb = text_embedding(ds, args.embedding_cache)
     data = TrainData(ds.matrix("train"), ds.matrix("valid"), lambda source: emb,
                      show_progress=False, train_order=ds.order_matrix("train"))
     history, target = ds.matrix(("train", "valid")), ds.matrix("test")
