@@ -157,3 +157,14 @@ def test_sequential_strength_zero_leaves_the_catalog_unchanged():
         return hit[same].mean()
 
     assert alike(strong) > alike(inter) + 0.2
+
+
+def test_synthetic_split_option_uses_the_timestamps():
+    _, loo, _ = synthetic_tables(200, 150, 5, sequential_strength=0.5, split="loo")
+    last = loo.sort_values(["user_id", "timestamp"]).groupby("user_id").tail(1)
+    assert (last["split"] == "test").all() and (loo["split"] == "test").sum() == 150
+    _, temporal, _ = synthetic_tables(200, 150, 5, split="temporal")
+    assert temporal.groupby("split")["timestamp"].max()["train"] <= \
+        temporal.groupby("split")["timestamp"].min()["test"]
+    with pytest.raises(ValueError, match="split"):
+        synthetic_tables(200, 150, 5, split="by-colour")
