@@ -101,7 +101,8 @@ def earlier_rows(wanted: set[str]) -> list[dict]:
     if not wanted or not path.is_file():
         return []
     record = json.loads(path.read_text())
-    return [{**r, "ran": r.get("ran", record["date"])} for r in record["results"]["rows"]
+    return [{**r, "ran": r.get("ran", record["date"]), "load": r.get("load", record["load"])}
+            for r in record["results"]["rows"]
             if r["row"] not in wanted]
 
 
