@@ -181,7 +181,7 @@ def validate_run(config: RunConfig, source: Origin | str = "<config>",
 
 def run_problems(config: RunConfig, stages: set[str],
                  workdir: Path | None = None) -> list[tuple[str, str]]:
-    from lvlmrec.represent.registry import build, load_plugins, sources_of
+    from lvlmrec.represent.registry import build, kind_class, load_plugins, sources_of
 
     problems: list[tuple[str, str]] = []
     for i, name in enumerate(config.represent.plugins):
@@ -208,8 +208,22 @@ def run_problems(config: RunConfig, stages: set[str],
             if msg:
                 problems.append((f"{key}.{_source_field(strategy, src)}",
                                  f"{strategy.name!r}: {msg}"))
+        if getattr(kind_class(strategy), "needs_order", False) and not _has_time(config):
+            problems.append((f"{key}.kind", (f"{strategy.name!r}: kind {strategy.kind!r} "
+                                             "orders each history by time, but the dataset "
+                                             f"source ({config.dataset.format}) has no "
+                                             "timestamps")))
     problems += _evaluate_problems(config)
     return problems
+
+
+def _has_time(config: RunConfig) -> bool:
+    """Can the source's interactions carry timestamps? (A prepared or MMRec dataset is
+    checked when it is read: `represent.fit.check_order`.)"""
+    fmt = config.dataset.format
+    if fmt == "csv":
+        return config.dataset.time_col is not None
+    return fmt != "kaggle"
 
 
 def _without_name(message: str, name: str) -> str:

@@ -45,7 +45,9 @@ class SyntheticSource(CatalogSource):
     image_size: int = Field(128, ge=32, le=1024)
     min_interactions: int = Field(5, ge=3)
     mean_interactions: float = Field(12.0, gt=3)
-    split: Literal["random", "cold_items"] = "random"
+    sequential_strength: float = Field(0.0, ge=0, le=1)  # next item like the last one
+    # loo/temporal use the timestamps; cold_items: a cold-item split (data/cold.py)
+    split: Literal["random", "loo", "temporal", "cold_items"] = "random"
     cold_fraction: ColdFraction = 0.2
 
 

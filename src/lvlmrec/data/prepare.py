@@ -40,6 +40,7 @@ def _load_source(source: DatasetConfig, workdir: Workdir, show_progress: bool) -
             image_size=source.image_size,
             min_interactions=source.min_interactions,
             mean_interactions=source.mean_interactions,
+            sequential_strength=source.sequential_strength,
             show_progress=show_progress,
             split=source.split,
             cold_fraction=source.cold_fraction,

@@ -64,6 +64,23 @@ class Dataset:
             df["user_id"].to_numpy(), df["item_id"].to_numpy(), self.n_users, self.n_items
         )
 
+    @property
+    def has_order(self) -> bool:
+        """Do interactions carry a timestamp (what sequential models need)?"""
+        return "timestamp" in self.interactions.columns
+
+    def order_matrix(self, splits: tuple[str, ...] | str = ("train",)) -> sp.csr_matrix | None:
+        """Users x items positions 1..n of each user's items in time order within `splits`
+        (ties by the interactions table's row order; a repeated item keeps its latest
+        position), with the same non-zeros as `matrix(splits)`; None without timestamps."""
+        if not self.has_order:
+            return None
+        if isinstance(splits, str):
+            splits = (splits,)
+        df = self.interactions[self.interactions["split"].isin(splits)]
+        return order_matrix(df["user_id"].to_numpy(), df["item_id"].to_numpy(),
+                            df["timestamp"].to_numpy(), self.n_users, self.n_items)
+
     def item_popularity(self, splits: tuple[str, ...] = ("train",)) -> np.ndarray:
         return np.asarray(self.matrix(splits).sum(axis=0)).ravel()
 
@@ -256,6 +273,25 @@ def interaction_matrix(
     m.sum_duplicates()
     m.data[:] = 1.0
     return m
+
+
+def order_matrix(user_ids: np.ndarray, item_ids: np.ndarray, timestamps: np.ndarray,
+                 n_users: int, n_items: int) -> sp.csr_matrix:
+    """Positions 1..n (float32) of each user's distinct items by (timestamp, row order)."""
+    user_ids = np.asarray(user_ids, dtype=np.int64)
+    item_ids = np.asarray(item_ids, dtype=np.int64)
+    n = len(user_ids)
+    order = np.lexsort((np.arange(n), np.asarray(timestamps), user_ids))
+    u, i = user_ids[order], item_ids[order]
+    # a repeated (user, item) keeps its last occurrence
+    key = u * max(n_items, 1) + i
+    _, last_from_end = np.unique(key[::-1], return_index=True)
+    keep = np.sort(n - 1 - last_from_end)
+    u, i = u[keep], i[keep]
+    start = np.r_[0, np.flatnonzero(u[1:] != u[:-1]) + 1] if len(u) else np.zeros(0, int)
+    sizes = np.diff(np.r_[start, len(u)])
+    pos = np.arange(len(u)) - np.repeat(start, sizes) + 1
+    return sp.csr_matrix((pos.astype(np.float32), (u, i)), shape=(n_users, n_items))
 
 
 def random_split(

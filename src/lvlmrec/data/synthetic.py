@@ -14,7 +14,11 @@ weight for a user is popularity^0.6 × taste(category) × taste(colour) × taste
 taste(colour) mixes the primary (70%) and second (30%) colour. A user draws 5 + a negative
 binomial number of items (mean 12 in all by default) without replacement in proportion to
 these weights, and each user's interactions are split at random 60/20/20 into
-train/valid/test.
+train/valid/test. Each interaction has a timestamp: a user starts at a random time in a
+year and shops every ~2 days (exponential gaps), in random order; with `sequential_strength`
+s > 0 the order is a chain instead: each next item shares the last one's category or colour
+with probability s (when one is left), so order carries signal (`split: loo` holds out
+each user's last two items by time).
 """
 
 from __future__ import annotations
@@ -184,6 +188,7 @@ def generate_synthetic(
     mean_interactions: float = 12.0,
     show_progress: bool = True,
     image_prefix: str = "dataset/images",
+    sequential_strength: float = 0.0,
     split: str = "random",
     cold_fraction: float = 0.2,
 ) -> Dataset:
@@ -195,7 +200,9 @@ def generate_synthetic(
     replaces the random split by a cold-item split (data/cold.py) of `cold_fraction`.
     """
     items, interactions, users = synthetic_tables(n_items, n_users, seed, min_interactions,
-                                                  mean_interactions, image_prefix)
+                                                  mean_interactions, image_prefix,
+                                                  sequential_strength,
+                                                  "random" if split == "cold_items" else split)
     filters = []
     if split == "cold_items":  # the random 60/20/20 labels are replaced
         from lvlmrec.data.cold import cold_split_frame
@@ -220,6 +227,9 @@ def generate_synthetic(
             "version": GENERATOR_VERSION, "n_items": n_items, "n_users": n_users, "seed": seed,
             "image_size": image_size, "min_interactions": min_interactions,
             "mean_interactions": mean_interactions,
+            # only when set, so the default catalog's provenance is unchanged
+            **({"sequential_strength": sequential_strength} if sequential_strength else {}),
+            **({"split": split} if split != "random" else {}),
         },
         **({"filters": filters} if filters else {}),
     })
@@ -234,10 +244,13 @@ def synthetic_tables(
     min_interactions: int = 5,
     mean_interactions: float = 12.0,
     image_prefix: str = "dataset/images",
+    sequential_strength: float = 0.0,
+    split: str = "random",
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """The catalog's items, split interactions and users, without drawing any image (the
     same tables `generate_synthetic` returns; benchmarks of collaborative models need no
-    more)."""
+    more). Timestamps come from their own random stream, so `sequential_strength` and
+    `split` never change which items a user has."""
     if not 3 <= min_interactions <= n_items:
         raise ValueError(
             f"min_interactions must be between 3 (one train, valid and test interaction) "
@@ -246,7 +259,17 @@ def synthetic_tables(
     rng = np.random.default_rng(seed)
     items = _items(rng, n_items, image_prefix)
     interactions = _interactions(rng, items, n_users, min_interactions, mean_interactions)
-    interactions["split"] = random_split(interactions["user_id"].to_numpy(), seed)
+    interactions["timestamp"] = _timestamps(interactions, items, seed, sequential_strength)
+    if split == "random":
+        interactions["split"] = random_split(interactions["user_id"].to_numpy(), seed)
+    elif split in ("loo", "temporal"):
+        from lvlmrec.data.filters import loo_split, temporal_split
+
+        ts = interactions["timestamp"].to_numpy()
+        interactions["split"] = (loo_split(interactions["user_id"].to_numpy(), ts)
+                                 if split == "loo" else temporal_split(ts))
+    else:
+        raise ValueError(f"split must be random, loo or temporal; got {split!r}")
     users = pd.DataFrame({
         "user_id": np.arange(n_users),
         "source_id": [f"U{u + 1:05d}" for u in range(n_users)],
@@ -345,6 +368,42 @@ def _interactions(
     item_ids = np.concatenate([order[u, :counts[u]] for u in range(n_users)])
     df = pd.DataFrame({"user_id": user_ids, "item_id": item_ids})
     return df.sort_values(["user_id", "item_id"], ignore_index=True)
+
+
+def _timestamps(interactions: pd.DataFrame, items: pd.DataFrame, seed: int,
+               strength: float) -> np.ndarray:
+    """Unix seconds of each interaction (rows grouped by user): a random order per user, or
+    with `strength` > 0 a chain where each next item shares the previous one's category or
+    colour with that probability."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"sequential_strength must be in [0, 1]; got {strength}")
+    rng = np.random.default_rng((seed, 7919))  # its own stream: the tables stay as they were
+    user = interactions["user_id"].to_numpy()
+    item = interactions["item_id"].to_numpy()
+    cat = items["category"].to_numpy()
+    col = items["colour"].to_numpy()
+    out = np.empty(len(user), dtype=np.int64)
+    start = np.r_[0, np.flatnonzero(user[1:] != user[:-1]) + 1] if len(user) else []
+    ends = np.r_[start[1:], len(user)] if len(user) else []
+    for lo, hi in zip(start, ends):
+        rows = np.arange(lo, hi)
+        if strength > 0:
+            left = list(rng.permutation(rows))
+            chain = [left.pop()]
+            while left:
+                last = item[chain[-1]]
+                near = [j for j, r in enumerate(left)
+                        if cat[item[r]] == cat[last] or col[item[r]] == col[last]]
+                pick = near[rng.integers(len(near))] if near and rng.random() < strength \
+                    else int(rng.integers(len(left)))
+                chain.append(left.pop(pick))
+            rows = np.asarray(chain)
+        else:
+            rows = rng.permutation(rows)
+        t0 = 1_600_000_000 + int(rng.integers(365 * 86400))
+        gaps = np.maximum(rng.exponential(2 * 86400, size=len(rows)).astype(np.int64), 1)
+        out[rows] = t0 + np.cumsum(gaps)
+    return out
 
 
 # --------------------------------------------------------------------------- drawing

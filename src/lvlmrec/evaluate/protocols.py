@@ -51,6 +51,7 @@ class Task:
     target: sp.csr_matrix
     candidates: np.ndarray | None = None  # boolean over items (covered)
     negatives: np.ndarray | None = None  # (len(users), n) item ids, -1 padded (sampled)
+    order: sp.csr_matrix | None = None  # time positions of `history` (sequential models)
 
     @property
     def n_candidates(self) -> int:
@@ -60,7 +61,7 @@ class Task:
 
 def make_task(protocol: str, split: str, history: sp.csr_matrix, target: sp.csr_matrix,
               covered: np.ndarray | None = None, n_negatives: int = 100,
-              seed: int = 0) -> Task:
+              seed: int = 0, order: sp.csr_matrix | None = None) -> Task:
     """Users with at least one target (and, for `covered`, one covered history item)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
@@ -73,6 +74,8 @@ def make_task(protocol: str, split: str, history: sp.csr_matrix, target: sp.csr_
         candidates = np.asarray(covered, dtype=bool)
         history = restrict_columns(history, candidates)
         target = restrict_columns(target, candidates)
+        if order is not None:
+            order = restrict_columns(order, candidates)
     if protocol in COLD_PROTOCOLS:
         cold = np.asarray(history.sum(axis=0)).ravel() == 0  # in nobody's history
         target = restrict_columns(target, cold)
@@ -84,7 +87,8 @@ def make_task(protocol: str, split: str, history: sp.csr_matrix, target: sp.csr_
     negatives = None
     if protocol == "sampled":
         negatives = sample_negatives(history + target, users, n_negatives, seed)
-    return Task(protocol, split, users, history, target, candidates, negatives)
+    return Task(protocol, split, users, history, target, candidates, negatives,
+                None if order is None else sp.csr_matrix(order))
 
 
 def evaluate_task(model, task: Task, ks, block_size: int = 2048, show_progress: bool = True,
@@ -92,7 +96,7 @@ def evaluate_task(model, task: Task, ks, block_size: int = 2048, show_progress: 
     if task.negatives is not None:
         return rank_sampled(model, task, ks, block_size, show_progress, desc, tie_seed)
     return rank_users(model, task.users, task.history, task.target, ks, block_size,
-                      task.candidates, show_progress, desc, tie_seed)
+                      task.candidates, show_progress, desc, tie_seed, task.order)
 
 
 def describe_protocol(task: Task) -> str:
@@ -170,7 +174,8 @@ def rank_sampled(model, task: Task, ks, block_size: int = 2048, show_progress: b
         n_tgt = np.diff(tgt.indptr)
         cols = n_neg + np.arange(len(tgt.indices)) - np.repeat(tgt.indptr[:-1], n_tgt)
         pool[np.repeat(np.arange(len(block)), n_tgt), cols] = tgt.indices
-        scores = score_block(model, block, task.history[block], n_items)
+        scores = score_block(model, block, task.history[block], n_items,
+                             None if task.order is None else task.order[block])
         pool_scores = torch.gather(scores, 1, torch.from_numpy(np.maximum(pool, 0))).numpy()
         del scores
         pool_scores = np.where(np.isnan(pool_scores) | (pool < 0), -np.inf, pool_scores)

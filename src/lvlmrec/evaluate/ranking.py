@@ -208,8 +208,14 @@ class Ranking:
     tied: dict[int, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
-def score_block(model, users: np.ndarray, hist: sp.csr_matrix, n_items: int) -> torch.Tensor:
-    scores = model.score(users, hist)
+def score_block(model, users: np.ndarray, hist: sp.csr_matrix, n_items: int,
+                order: sp.csr_matrix | None = None) -> torch.Tensor:
+    """A model's scores for a block; a model that `needs_order` also gets the block's
+    `order` rows (positions 1..n in time order, same non-zeros as `hist`)."""
+    if order is not None and getattr(model, "needs_order", False):
+        scores = model.score(users, hist, history_order=order)
+    else:
+        scores = model.score(users, hist)
     if isinstance(scores, torch.Tensor):
         scores = scores.detach().to("cpu", torch.float32).contiguous()
     else:
@@ -223,18 +229,20 @@ def score_block(model, users: np.ndarray, hist: sp.csr_matrix, n_items: int) -> 
 def iter_topk(model, user_ids: np.ndarray, history: sp.csr_matrix, k: int,
               block_size: int = 2048, candidates: np.ndarray | None = None,
               show_progress: bool = True, desc: str = "rank", tie_seed: int = 0,
-              ) -> Iterator[tuple[slice, np.ndarray]]:
+              order: sp.csr_matrix | None = None) -> Iterator[tuple[slice, np.ndarray]]:
     """(positions in user_ids, top-k ids) per block: scores, history masked, top-k."""
     for pos, top, _ in iter_topk_values(model, user_ids, history, k, block_size, candidates,
-                                        show_progress, desc, tie_seed):
+                                        show_progress, desc, tie_seed, order):
         yield pos, top
 
 
 def iter_topk_values(model, user_ids: np.ndarray, history: sp.csr_matrix, k: int,
                      block_size: int = 2048, candidates: np.ndarray | None = None,
                      show_progress: bool = True, desc: str = "rank", tie_seed: int = 0,
+                     order: sp.csr_matrix | None = None,
                      ) -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
-    """`iter_topk` plus each block's sorted best k + 1 scores (`topk_with_values`)."""
+    """`iter_topk` plus each block's sorted best k + 1 scores (`topk_with_values`).
+    `order`: users x items time positions of `history` (for models that `needs_order`)."""
     history = sp.csr_matrix(history)
     n_items = history.shape[1]
     excluded = None
@@ -248,7 +256,8 @@ def iter_topk_values(model, user_ids: np.ndarray, history: sp.csr_matrix, k: int
     for start in tqdm(starts, desc=desc, disable=not show_progress, unit="block", leave=False):
         users = user_ids[start:start + block_size]
         hist = history[users]
-        scores = score_block(model, users, hist, n_items)
+        scores = score_block(model, users, hist, n_items,
+                             None if order is None else order[users])
         mask_block(scores, hist, excluded)
         top, vals = topk_with_values(scores, k, tie_rank)
         del scores  # free this block before the next one is scored
@@ -266,6 +275,7 @@ def rank_users(
     show_progress: bool = True,
     desc: str = "evaluate",
     tie_seed: int = 0,
+    order: sp.csr_matrix | None = None,
 ) -> Ranking:
     """Metrics of `model` for the users in `user_ids` (rows of users x items matrices).
 
@@ -274,6 +284,8 @@ def rank_users(
     any are skipped. candidates: optional boolean mask over items; only these are ranked
     (targets outside it are ignored; see `protocols` for the covered subset).
     tie_seed: the seed of the tie-break permutation (`tie_order`).
+    order: optional time positions of `history` (same non-zeros), passed to models that
+    declare `needs_order`; set-based models never see it.
     """
     target = sp.csr_matrix(target)
     user_ids = np.asarray(user_ids, dtype=np.int64)
@@ -284,7 +296,8 @@ def rank_users(
     top = np.full((len(user_ids), min(max_k, target.shape[1])), -1, dtype=np.int64)
     tied = {k: np.zeros(len(user_ids), dtype=bool) for k in ks}
     for pos, block_top, vals in iter_topk_values(model, user_ids, history, max_k, block_size,
-                                                 candidates, show_progress, desc, tie_seed):
+                                                 candidates, show_progress, desc, tie_seed,
+                                                 order):
         top[pos] = block_top
         for k, flags in tied_at(vals, ks).items():
             tied[k][pos] = flags
@@ -310,10 +323,10 @@ def ranking_from_top(top: np.ndarray, user_ids: np.ndarray, history: sp.csr_matr
 def evaluate_model(model, user_ids, history, target, ks: Sequence[int] = (5, 10, 20, 50),
                    block_size: int = 2048, candidates: np.ndarray | None = None,
                    show_progress: bool = True, desc: str = "evaluate",
-                   tie_seed: int = 0) -> pd.DataFrame:
+                   tie_seed: int = 0, order: sp.csr_matrix | None = None) -> pd.DataFrame:
     """Per-user metrics only (see `rank_users`)."""
     return rank_users(model, user_ids, history, target, ks, block_size, candidates,
-                      show_progress, desc, tie_seed).per_user
+                      show_progress, desc, tie_seed, order).per_user
 
 
 def restrict_columns(matrix: sp.csr_matrix, keep: np.ndarray) -> sp.csr_matrix:

@@ -50,6 +50,10 @@ from lvlmrec.represent.fit import fitted_params, load_model, model_folders
 from lvlmrec.workdir import Workdir, read_json, write_csv, write_json, write_parquet
 
 
+#: the splits a split's history is made of (`split_matrices`)
+HISTORY_SPLITS = {"valid": ("train",), "test": ("train", "valid")}
+
+
 def split_matrices(ds: Dataset, split: str):
     """(history, target) for a split: validation masks train; test masks train + valid."""
     if split == "valid":
@@ -182,7 +186,8 @@ def evaluate_all(cfg: EvaluateConfig, strategies: RepresentConfig, workdir: Work
     for split in ("valid", "test"):
         history, target = split_matrices(ds, split)
         tasks[split] = make_task(cfg.protocol, split, history, target, covered,
-                                 cfg.n_negatives, cfg.seed)
+                                 cfg.n_negatives, cfg.seed,
+                                 ds.order_matrix(HISTORY_SPLITS[split]))
     if len(tasks["test"].users) == 0:
         raise StageError(f"no user has a test item to find under the {cfg.protocol!r} "
                          "protocol; nothing to evaluate")

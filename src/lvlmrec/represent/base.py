@@ -34,6 +34,9 @@ class TrainData:
     device: str = "cpu"
     models_dir: Path | None = None
     show_progress: bool = True
+    #: users x items positions 1..n of each user's train items in time order (same
+    #: non-zeros as `train`); None when the dataset has no timestamps
+    train_order: sp.csr_matrix | None = None
 
     @property
     def n_users(self) -> int:
@@ -49,7 +52,7 @@ class TrainData:
 
         users = np.flatnonzero(np.diff(self.valid.indptr) > 0)
         per_user = evaluate_model(model, users, self.train, self.valid, ks=[k],
-                                  show_progress=False)
+                                  show_progress=False, order=self.train_order)
         return float(per_user[f"recall@{k}"].mean()) if len(per_user) else 0.0
 
 
@@ -63,6 +66,9 @@ class Recommender:
     #: whether `score` ranks an item that had no training interaction on something learned
     #: about it (its content); models that cannot are "n/a" under the cold protocols
     scores_unseen_items: ClassVar[bool] = False
+    #: True: `score` takes `history_order` (time positions of the history's items) and the
+    #: data needs timestamps (sequential models); set-based models never see the order
+    needs_order: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ protocol
     def fit(self, data: TrainData) -> Recommender:

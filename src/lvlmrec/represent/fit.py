@@ -25,6 +25,7 @@ from lvlmrec.config import RepresentConfig, SearchConfig, StrategyConfig
 from lvlmrec.data.schema import Dataset
 from lvlmrec.device import resolve_device
 from lvlmrec.encode.store import load_source, source_key
+from lvlmrec.errors import ConfigError
 from lvlmrec.represent.base import Recommender, TrainData
 from lvlmrec.represent.registry import build, kind_class, load_plugins, seeded, sources_of
 from lvlmrec.represent.search import (Trial, TrialStore, best_record, concrete, run_search,
@@ -46,7 +47,7 @@ def train_data(ds: Dataset, workdir: Workdir, seed: int = 0, device: str = "cpu"
 
     return TrainData(train=ds.matrix("train"), valid=ds.matrix("valid"), embedding=embedding,
                      seed=seed, device=device, models_dir=workdir.models_dir,
-                     show_progress=show_progress)
+                     show_progress=show_progress, train_order=ds.order_matrix("train"))
 
 
 def seed_dir(folder: Path, seed: int) -> Path:
@@ -175,7 +176,7 @@ def valid_metrics(model: Recommender, data: TrainData, k: int) -> dict[str, floa
 
     users = (data.valid.getnnz(axis=1) > 0).nonzero()[0]
     per_user = evaluate_model(model, users, data.train, data.valid, ks=[k],
-                              show_progress=False)
+                              show_progress=False, order=data.train_order)
     return {c: float(per_user[c].mean()) if len(per_user) else 0.0
             for c in metric_columns([k])}
 
@@ -188,6 +189,7 @@ def fit_all(cfg: RepresentConfig, seed: int, workdir: Workdir, ds: Dataset, data
     load_plugins(cfg.plugins)
     clean_stray_temps(workdir.models_dir, recursive=False)  # what a killed fit left behind
     seeds = list(seeds) if seeds else [seed]
+    check_order(cfg, ds)
     data = train_data(ds, workdir, seeds[0], resolve_device(cfg.device), show_progress)
     # lvlmrec's version and the plugins' source join every fit key
     fitter = _Fitter(workdir, data, data_key, console, code_key(cfg.plugins))
@@ -218,6 +220,18 @@ def fit_all(cfg: RepresentConfig, seed: int, workdir: Workdir, ds: Dataset, data
     else:
         search_csv.unlink(missing_ok=True)
     return outputs
+
+
+def check_order(cfg: RepresentConfig, ds: Dataset) -> None:
+    """A sequential kind on a dataset without timestamps is a config error, before any fit."""
+    if ds.has_order:
+        return
+    for strategy in cfg.strategies:
+        if kind_class(strategy).needs_order:
+            raise ConfigError(f"representation {strategy.name!r}: kind {strategy.kind!r} "
+                              "orders each history by time, but the dataset has no "
+                              "timestamps (use a source with times, e.g. csv time_col, "
+                              "amazon, or the synthetic catalog)")
 
 
 def _search_row(name: str, record: dict, metric: str) -> dict:

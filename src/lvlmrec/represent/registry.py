@@ -21,6 +21,7 @@ from lvlmrec.represent.content import ConcatFusion, ContentRecommender, NaiveFus
 from lvlmrec.represent.fusion import AttentionFusion, CrossModalFusion, GatingFusion
 from lvlmrec.represent.linear import EASE, IALS
 from lvlmrec.represent.search import search_spec
+from lvlmrec.represent.sequential import GRU4Rec, SASRec
 from lvlmrec.represent.smore import SMORE
 
 REGISTRY: dict[str, type[Recommender]] = {}
@@ -77,6 +78,8 @@ register("bpr", BPRMF)
 register("lightgcn", LightGCN)
 register("ease", EASE)
 register("ials", IALS)
+register("sasrec", SASRec)
+register("gru4rec", GRU4Rec)
 
 
 def load_plugins(modules: list[str]) -> None:

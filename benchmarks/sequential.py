@@ -1,0 +1,176 @@
+"""Sequential models next to set-based ones on MovieLens-100k, leave-one-out by time.
+
+Data: ../shared/data/movielens-100k-posters (every rating is an interaction, 5-core,
+`split: loo`: each user's last rating by time is the test item, the one before it the
+validation item), read through lvlmrec's own CSV prepare path. Content: the bundled
+all-MiniLM-L6-v2 embedding of "title. overview" (a frozen text source).
+
+Rows: popularity, ItemKNN (shrink tuned on validation), BPR-MF (reg tuned on validation),
+the text content model, SASRec with `input` id / content / id+content, and GRU4Rec (id).
+Every model is scored by lvlmrec's evaluator (full ranking, history masked); sequential
+models get the history's time order, the others the same history as a set. Trained models
+stop early on validation Recall@20 and keep their best epoch. Test Recall/NDCG with one
+standard error over users. RecBole's SASRec is not run here (not installed in this
+environment; the issue's comparison with it is left open).
+
+    python benchmarks/sequential.py                 # writes benchmarks/results/sequential.json
+    python benchmarks/sequential.py --rows sasrec_id,popularity --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _results import Load, save_results
+
+from lvlmrec.evaluate.ranking import evaluate_model
+from lvlmrec.represent.base import TrainData
+from lvlmrec.represent.baselines import ItemKNN, Popularity
+from lvlmrec.represent.cf import BPRMF
+from lvlmrec.represent.content import ContentRecommender
+from lvlmrec.represent.sequential import GRU4Rec, SASRec
+
+ROOT = Path(__file__).resolve().parents[1]
+MOVIELENS = next((p / "shared" / "data" / "movielens-100k-posters"
+                  for p in (ROOT.parent, ROOT.parent.parent)
+                  if (p / "shared" / "data" / "movielens-100k-posters").is_dir()),
+                 ROOT.parent / "shared" / "data" / "movielens-100k-posters")
+KS = (10, 20)
+
+
+def load(folder: Path):
+    from lvlmrec.config import CsvSource
+    from lvlmrec.data.csvdata import load_csv
+
+    source = CsvSource(items=folder / "items.csv", interactions=folder / "ratings.csv",
+                       item_col="movie_id", text_col="overview", rating_col="rating",
+                       time_col="unix_timestamp", kcore=5, split="loo", seed=0)
+    return load_csv(source, show_progress=False)
+
+
+def text_embedding(ds, cache: Path | None = None) -> np.ndarray:
+    """all-MiniLM-L6-v2 of "title. overview" (read from / written to `cache` when given)."""
+    from lvlmrec.encode.text import TextEncoder
+
+    if cache is not None and cache.is_file():
+        return np.load(cache)
+    texts = (ds.items["title"].astype(str) + ". " + ds.items["text"].astype(str)).tolist()
+    emb = TextEncoder(device="cpu").encode(texts, show_progress_bar=False)
+    if cache is not None:
+        np.save(cache, emb)
+    return emb
+
+
+def rows(threads: int) -> dict[str, list]:
+    """row -> candidate models (the best on validation Recall@20 is kept)."""
+    seq = {"epochs": 200, "patience": 5, "num_threads": threads, "max_len": 50,
+           "hidden": 64, "seed": 0}
+    return {  # cheap rows and SASRec first: the JSON is written after every row
+        "popularity": [Popularity()],
+        "text_content": [ContentRecommender("text")],
+        "sasrec_id": [SASRec(input="id", **seq)],
+        "itemknn": [ItemKNN(shrink=s) for s in (10, 100)],
+        # GRU4Rec stalls near popularity with SASRec's settings (best epoch 1 of 6 at
+        # lr 1e-3, patience 5): it needs a higher rate and more patience
+        "gru4rec_id": [GRU4Rec(input="id", n_layers=1, **{**seq, "learning_rate": 3e-3,
+                                                          "dropout": 0.1, "patience": 8})],
+        "sasrec_id+content": [SASRec(input="id+content", text="text", **seq)],
+        "sasrec_content": [SASRec(input="content", text="text", **seq)],
+        "bpr": [BPRMF(reg_weight=r, learning_rate=0.01, item_bias=True, epochs=100,
+                      patience=5, num_threads=threads) for r in (0.01, 0.1)],
+    }
+
+
+def mean_se(values: np.ndarray) -> tuple[float, float]:
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
+
+
+def earlier_rows(wanted: set[str]) -> list[dict]:
+    """With --rows, the other rows of the JSON already written (each says when it ran)."""
+    from _results import RESULTS_DIR
+
+    path = RESULTS_DIR / "sequential.json"
+    if not wanted or not path.is_file():
+        return []
+    record = json.loads(path.read_text())
+    return [{**r, "ran": r.get("ran", record["date"]), "load": r.get("load", record["load"])}
+            for r in record["results"]["rows"]
+            if r["row"] not in wanted]
+
+
+def save(ds, users, threads: int, out: list[dict], load_info: Load) -> None:
+    save_results("sequential", {
+        "dataset": "MovieLens-100k (all ratings, 5-core, loo by time)",
+        "n_users": ds.n_users, "n_items": ds.n_items, "n_test_users": len(users),
+        "threads": threads, "recbole": "not run (not installed here)",
+        "rows": out}, load_info)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument("--movielens", type=Path, default=MOVIELENS)
+    parser.add_argument("--rows", default="", help="comma-separated subset of rows")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--embedding-cache", type=Path, default=None,
+                        help="a .npy to keep the text embedding in between runs")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    load_info = Load()
+    ds = load(args.movielens)
+    emb = text_embedding(ds, args.embedding_cache)
+    data = TrainData(ds.matrix("train"), ds.matrix("valid"), lambda source: emb,
+                     show_progress=False, train_order=ds.order_matrix("train"))
+    history, target = ds.matrix(("train", "valid")), ds.matrix("test")
+    order = ds.order_matrix(("train", "valid"))
+    users = np.flatnonzero(np.diff(target.indptr) > 0)
+    print(f"MovieLens-100k loo: {ds.n_users} users, {ds.n_items} items, "
+          f"{len(ds.interactions)} interactions, {len(users)} test users")
+    wanted = set(filter(None, args.rows.split(",")))
+    out = earlier_rows(wanted)
+    for name, candidates in rows(args.threads).items():
+        if wanted and name not in wanted:
+            continue
+        best = None
+        t0 = time.perf_counter()
+        for model in candidates:
+            model.fit(data)
+            valid = evaluate_model(model, np.flatnonzero(np.diff(data.valid.indptr) > 0),
+                                   data.train, data.valid, ks=[20], show_progress=False,
+                                   order=data.train_order)["recall@20"].mean()
+            if best is None or valid > best[1]:
+                best = (model, float(valid))
+        seconds = time.perf_counter() - t0
+        model, valid = best
+        per_user = evaluate_model(model, users, history, target, ks=KS, show_progress=False,
+                                  order=order)
+        row = {"row": name, "model": repr(model), "valid_recall@20": round(valid, 4),
+               "fit_seconds_all_candidates": round(seconds, 1),
+               "best_epoch": getattr(model, "best_epoch_", None)}
+        for k in KS:
+            for metric in ("recall", "ndcg"):
+                m, se = mean_se(per_user[f"{metric}@{k}"].to_numpy())
+                row[f"{metric}@{k}"], row[f"{metric}@{k}_se"] = round(m, 4), round(se, 4)
+        out.append(row)
+        print(f"{name:18s} R@10 {row['recall@10']:.4f}±{row['recall@10_se']:.4f}  "
+              f"R@20 {row['recall@20']:.4f}±{row['recall@20_se']:.4f}  "
+              f"N@10 {row['ndcg@10']:.4f}  fit {seconds:.0f}s", flush=True)
+        save(ds, users, args.threads, out, load_info)  # after every row: partial runs count
+    print()
+    print("| row | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | fit s |")
+    print("|---|---|---|---|---|---|")
+    for r in out:
+        print(f"| {r['row']} | {r['recall@10']:.4f} ± {r['recall@10_se']:.4f} | "
+              f"{r['recall@20']:.4f} ± {r['recall@20_se']:.4f} | {r['ndcg@10']:.4f} | "
+              f"{r['ndcg@20']:.4f} | {r['fit_seconds_all_candidates']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
