@@ -175,9 +175,7 @@ def test_a_bad_set_override_is_named_as_the_override(tmp_path):
 
     with pytest.raises(LvlmrecError) as err:
         load_run_config(named_config("demo"), None, ["describe.batch_sise=8"])
-    first = str(err.value).splitlines()[0]
-    assert "--set describe.batch_sise=8" in first and "describe.batch_sise: unknown key" in \
-        str(err.value)
+    assert "--set describe.batch_sise: unknown key" in str(err.value)
     bad = tmp_path / "bad.yaml"
     bad.write_text("describe:\n  batch_sise: 4\n")
     with pytest.raises(LvlmrecError, match="bad.yaml") as err:

@@ -158,7 +158,8 @@ CASES = [
     ("run-strategy-dotdot", lambda t: ["run", "-w", t / "wd", "-c", config(
         t, GOOD.replace("name: popular", "name: '..'"))],
      ["c.yaml:8", "represent.strategies.1.name", "'..'"]),
-    ("run-no-strategies", lambda t: ["run", "-w", t / "wd", "-c", config(
+    # (`run` with no strategies gets the default set after prepare; evaluating none is wrong)
+    ("evaluate-no-strategies", lambda t: ["evaluate", "-w", t / "wd", "-c", config(
         t, "dataset: {format: synthetic}\n")],
      ["represent.strategies", "no representations"]),
     ("run-set-bad-yaml", lambda t: ["run", "-w", t / "wd", "-c", config(t), "--set", "k=[1,"],

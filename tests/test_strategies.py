@@ -1,6 +1,7 @@
 """The strategy registry: every kind builds, fits and scores; the configs' sets build; max
 scoring goes through config; a user's own strategy plugs in end to end."""
 
+import sys
 import textwrap
 
 import numpy as np
@@ -9,8 +10,13 @@ import pytest
 import scipy.sparse as sp
 from rich.console import Console
 
-from lvlmrec.config import (EvaluateConfig, RepresentConfig, StrategyConfig, load_config,
-                            named_config)
+from lvlmrec.config import (
+    EvaluateConfig,
+    RepresentConfig,
+    StrategyConfig,
+    load_config,
+    named_config,
+)
 from lvlmrec.data.synthetic import generate_synthetic
 from lvlmrec.encode.store import save_embedding
 from lvlmrec.errors import ConfigError
@@ -128,6 +134,7 @@ def test_a_users_strategy_runs_end_to_end(tmp_path, monkeypatch):
     (plugin_dir / "my_strategies.py").write_text(PLUGIN)
     monkeypatch.syspath_prepend(str(plugin_dir))
     monkeypatch.setattr("lvlmrec.represent.registry.REGISTRY", dict(REGISTRY))
+    monkeypatch.delitem(sys.modules, "my_strategies", raising=False)  # another test's plugin
 
     workdir = Workdir(tmp_path / "run")
     ds = generate_synthetic(workdir.dataset_dir, n_items=60, n_users=40, image_size=32,
