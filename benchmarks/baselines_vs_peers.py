@@ -43,12 +43,9 @@ from lvlmrec.represent.baselines import ItemKNN, Popularity, knn_scores
 from lvlmrec.represent.cf import BPRMF, EmbeddingRecommender, LightGCN
 from lvlmrec.represent.linear import EASE, IALS
 
+from _data import MOVIELENS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-#: ../shared/data beside the checkout (a git worktree sits one level deeper)
-MOVIELENS = next((p / "shared" / "data" / "movielens-100k-posters"
-                  for p in (ROOT.parent, ROOT.parent.parent)
-                  if (p / "shared" / "data" / "movielens-100k-posters").is_dir()),
-                 ROOT.parent / "shared" / "data" / "movielens-100k-posters")
 KS = (10, 20)
 SELECT = "recall@20"
 

@@ -38,11 +38,9 @@ from lvlmrec.represent.cf import BPRMF
 from lvlmrec.represent.content import ContentRecommender
 from lvlmrec.represent.sequential import GRU4Rec, SASRec
 
+from _data import MOVIELENS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
-MOVIELENS = next((p / "shared" / "data" / "movielens-100k-posters"
-                  for p in (ROOT.parent, ROOT.parent.parent)
-                  if (p / "shared" / "data" / "movielens-100k-posters").is_dir()),
-                 ROOT.parent / "shared" / "data" / "movielens-100k-posters")
 KS = (10, 20)
 
 

@@ -102,7 +102,7 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
 
     from lvlmrec.cli import main
 
-    argv, sys.argv = sys.argv, ["lvlmrec", *args]
+    argv, sys.argv = sys.argv, ["lvlmrec", *map(str, args)]
     try:
         main()
         code = 0
@@ -110,4 +110,6 @@ def run_cli(args: list[str], capsys) -> tuple[int, str]:
         code = exit_.code or 0
     finally:
         sys.argv = argv
-    return code, capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err, captured.out + captured.err
+    return code, captured.out  # stderr has progress bars only

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import gzip
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-from lvlmrec import cli
+from conftest import run_cli
 
 GOOD = """\
 dataset:
@@ -26,19 +24,6 @@ evaluate:
   ks: [10, 20]
   baseline: title_text
 """
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str]:
-    old = sys.argv
-    sys.argv = ["lvlmrec", *map(str, args)]
-    try:
-        with pytest.raises(SystemExit) as exit_:
-            cli.main()
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    assert "Traceback" not in captured.out + captured.err, captured.out + captured.err
-    return exit_.value.code, captured.out  # stderr has progress bars only
 
 
 def error_line(out: str) -> str:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import run_cli
 from fastapi.testclient import TestClient
 from PIL import Image
 from rich.console import Console
@@ -29,7 +30,13 @@ from lvlmrec.represent.fit import fit_all, load_model
 from lvlmrec.represent.registry import REGISTRY, loadable_class
 from lvlmrec.serve.app import create_app
 from lvlmrec.serve.service import load_run
-from lvlmrec.workdir import FILE_MODE, Workdir, atomic_dir, clean_stray_temps, to_jsonable
+from lvlmrec.workdir import (
+    FILE_MODE,
+    Workdir,
+    atomic_dir,
+    clean_stray_temps,
+    to_jsonable,
+)
 
 STRATEGIES = [{"name": "vision_only", "kind": "vision", "vision": "efficientnet"},
               {"name": "popular", "kind": "popularity"}]
@@ -273,7 +280,7 @@ def test_image_paths_outside_the_run_are_refused_at_prepare(tmp_path, case, caps
     args = ["prepare", "-w", str(wd), "-f", "csv", "--items", str(data / "items.csv"),
             "--interactions", str(data / "events.csv"), "--images", str(pics),
             "--set", "image_col=picture", "--no-progress"]
-    code, out = _main(args, capsys)
+    code, out = run_cli(args, capsys)
     assert code == 2, out
     assert "'i2'" in out and "refused" in out and "Traceback" not in out
     assert out.strip().splitlines()[-1].startswith("error: ") and out.count("error:") == 1
@@ -288,22 +295,8 @@ def test_a_prepared_dataset_is_checked_too(small_run, tmp_path, capsys):
     items = pd.read_parquet(wd.items_path)
     items.loc[3, "image_path"] = "../../../../../../etc/hostname"
     items.to_parquet(wd.items_path, index=False)
-    code, out = _main(["prepare", "-w", wd.root, "-f", "prepared", "--no-progress"], capsys)
+    code, out = run_cli(["prepare", "-w", wd.root, "-f", "prepared", "--no-progress"], capsys)
     assert code == 2 and "items.parquet: item " in out and "refused" in out
-
-
-def _main(args, capsys):
-    from lvlmrec import cli
-
-    old = sys.argv
-    sys.argv = ["lvlmrec", *map(str, args)]
-    try:
-        with pytest.raises(SystemExit) as exit_:
-            cli.main()
-    finally:
-        sys.argv = old
-    captured = capsys.readouterr()
-    return exit_.value.code, captured.out + captured.err
 
 
 def test_server_never_serves_a_file_outside_the_run(small_run, tmp_path):
