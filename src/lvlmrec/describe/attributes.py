@@ -621,6 +621,7 @@ class AttributesDescriber(Describer):
         ocr: bool = False,
         categories: bool = True,
         exclude_skin: bool = True,
+        label_image_size: int = 224,
         device: str = "auto",
         image_encoder: ImageEncoder | None = None,
     ):
@@ -631,6 +632,7 @@ class AttributesDescriber(Describer):
         self.ocr = ocr
         self.categories = categories
         self.exclude_skin = exclude_skin
+        self.label_image_size = label_image_size
         if ocr and importlib.util.find_spec("rapidocr_onnxruntime") is None:
             raise _ocr_missing()
         self.device = device
@@ -660,7 +662,7 @@ class AttributesDescriber(Describer):
 
     def _image_encoder(self) -> ImageEncoder:
         if self._encoder is None:
-            self._encoder = ImageEncoder(device=self.device)
+            self._encoder = ImageEncoder(device=self.device, image_size=self.label_image_size)
         return self._encoder
 
     def share_image_pass(self, workdir: Any, paths: list[Any]) -> None:
