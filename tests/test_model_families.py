@@ -23,8 +23,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FAMILIES = [
     "qwen2_vl", "qwen2_5_vl", "llava_onevision",
     pytest.param("smolvlm", marks=pytest.mark.skipif(
-        importlib.util.find_spec("num2words") is None,
-        reason="SmolVLM's processor needs the num2words package (not installed here)")),
+        importlib.util.find_spec("num2words") is None
+        or importlib.util.find_spec("torchvision") is None,
+        reason="SmolVLM's processor needs num2words and, for its video processor, torchvision "
+               "(which cannot be installed beside the CPU torch here)")),
 ]
 
 
