@@ -62,8 +62,7 @@ def study_config(scale: float, epochs: int) -> dict:
         "dataset": {"format": "synthetic", "n_items": max(50, int(ITEMS * scale)),
                     "n_users": max(20, int(USERS * scale)), "seed": 0, "image_size": 128},
         "describe": {"backend": "attributes", "batch_size": 64},
-        "encode": {"text_model": "all-MiniLM-L6-v2", "image_model": "efficientnet-lite0",
-                   "image_batch_size": 64},
+        "encode": {"text_model": "all-MiniLM-L6-v2", "image_model": "efficientnet-lite0"},
         "represent": {"strategies": strategies},
         "evaluate": {"ks": [10, 20], "baseline": "title_text"},
     }

@@ -52,7 +52,7 @@ def test_each_content_runs_once_and_failures_are_rows(catalog, tmp_path, one_tor
     enc = _encoder()
     seen: list[int] = []
     real = enc._run
-    enc._run = lambda images, bar: (seen.append(len(images)), real(images, bar))[1]
+    enc._run = lambda images, *args: (seen.append(len(images)), real(images, *args))[1]
     out = image_pass(enc, [paths[0], copy, None, tmp_path / "missing.png", bad, paths[1]],
                      ImagePassCache(tmp_path / "c.sqlite"), show_progress_bar=False)
     assert seen == [3]  # paths[0] and its copy once, bad once, paths[1] once

@@ -271,7 +271,7 @@ class EncodeConfig(Section):
     text_model: str = "all-MiniLM-L6-v2"
     image_model: str = "efficientnet-lite0"
     text_batch_size: int = Field(128, ge=1)
-    image_batch_size: int = Field(32, ge=1)
+    image_batch_size: int | None = Field(None, ge=1)  # None: 5 on CPU, 64 on a GPU
     image_size: int = Field(224, ge=32)
     device: str = "auto"
     images: bool = True

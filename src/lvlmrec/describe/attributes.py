@@ -679,7 +679,8 @@ class AttributesDescriber(Describer):
 
         cache, paths = self._shared
         try:
-            outputs = image_pass(self._image_encoder(), paths, cache, show_progress_bar=False)
+            outputs = image_pass(self._image_encoder(), paths, cache,
+                                 desc="EfficientNet labels")
         finally:
             cache.close()
         self._labels_by_source = {str(p): labels for p, labels

@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from lvlmrec.encode.image import FEATURE_DIM, ImageEncoder, ImageOutputs, imagenet_labels
 from lvlmrec.workdir import Workdir, file_digest, hash_obj
@@ -114,7 +115,8 @@ def content_hashes(paths: Sequence[Path | str | None], workers: int = 4) -> list
 
 def image_pass(encoder: ImageEncoder, paths: Sequence[Path | str | None],
                cache: ImagePassCache | None = None,
-               show_progress_bar: bool = True) -> ImageOutputs:
+               show_progress_bar: bool = True,
+               desc: str = "EfficientNet pass") -> ImageOutputs:
     """Features and class probabilities of every image, each distinct content run once.
 
     With a cache, contents it holds are not run again and new ones are added. Probabilities
@@ -137,14 +139,17 @@ def image_pass(encoder: ImageEncoder, paths: Sequence[Path | str | None],
     known = cache.get(key, list(first)) if cache is not None else {}
     todo = [first[h] for h in first if h not in known]
     rows: dict[str, tuple[np.ndarray, np.ndarray] | str] = {}  # hash -> (features, probs)
-    for start in range(0, len(todo), _CHUNK):
-        part = todo[start:start + _CHUNK]
-        out = encoder.encode_and_classify([paths[i] for i in part], show_progress_bar)
-        part_hashes = [hashes[i] for i in part]
-        if cache is not None:
-            cache.put(key, part_hashes, out)
-        for j, h in enumerate(part_hashes):
-            rows[h] = out.failures[j] if j in out.failures else (out.features[j], out.probs[j])
+    with tqdm(total=len(todo), desc=desc, unit="img",
+              disable=not (show_progress_bar and todo)) as bar:
+        for start in range(0, len(todo), _CHUNK):
+            part = todo[start:start + _CHUNK]
+            out = encoder.encode_and_classify([paths[i] for i in part], progress=bar)
+            part_hashes = [hashes[i] for i in part]
+            if cache is not None:
+                cache.put(key, part_hashes, out)
+            for j, h in enumerate(part_hashes):
+                rows[h] = (out.failures[j] if j in out.failures
+                           else (out.features[j], out.probs[j]))
     for h, (feat, idx, p) in known.items():
         dense = np.zeros(probs.shape[1], dtype=np.float32)
         dense[idx.astype(np.int64)] = p
