@@ -113,8 +113,17 @@ def test_max_union_equals_dense_max_with_missing_as_minus_infinity():
 def test_to_torch_sparse_products_match_scipy():
     m = sym_normalise(_random_train())
     x = np.random.default_rng(5).normal(size=(m.shape[1], 3)).astype(np.float32)
-    got = torch.sparse.mm(to_torch_sparse(m), torch.from_numpy(x)).numpy()
+    got = (to_torch_sparse(m) @ torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, m @ x, rtol=1e-5, atol=1e-6)
+
+
+def test_sparse_operator_gradient_is_the_transpose_product():
+    """d(sum(w * (A x)))/dx = A^T w, for a non-square, non-symmetric A (the user-item block)."""
+    m = sp.random(7, 5, density=0.4, random_state=1, format="csr", dtype=np.float32)
+    x = torch.randn(5, 3, dtype=torch.float32, requires_grad=True)
+    w = torch.randn(7, 3)
+    ((to_torch_sparse(m) @ x) * w).sum().backward()
+    np.testing.assert_allclose(x.grad.numpy(), m.T @ w.numpy(), rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

@@ -177,7 +177,7 @@ def test_forward_matches_a_dense_step_by_step_reference(demo):
         return e / e.sum(axis=1, keepdims=True)
 
     def dense(adj):
-        return adj.to_dense().double().numpy()
+        return adj.matrix.to_dense().double().numpy()
 
     def spectral(x, filt, y=None):
         f = np.fft.rfft(x, axis=1, norm="ortho")

@@ -33,8 +33,8 @@ from tqdm.auto import tqdm
 from lvlmrec.errors import StageError
 from lvlmrec.represent.base import (Recommender, TrainData, binary_csr, check_int,
                                      check_number)
-from lvlmrec.represent.graph import to_torch_sparse, user_item_adjacency
-from lvlmrec.represent.training import EarlyStopping, cpu_threads, seed_everything
+from lvlmrec.represent.graph import SparseOperator, to_torch_sparse, user_item_adjacency
+from lvlmrec.represent.training import EarlyStopping, adam, cpu_threads, seed_everything
 from lvlmrec.workdir import atomic_path
 
 #: bytes of scores (users x items, float32) one validation block may hold
@@ -53,16 +53,16 @@ def l2_penalty(*embeddings: torch.Tensor) -> torch.Tensor:
     return sum(0.5 * e.pow(2).sum() for e in embeddings) / embeddings[0].shape[0]
 
 
-def propagate(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
+def propagate(adj: SparseOperator, ego: torch.Tensor, n_layers: int) -> torch.Tensor:
     """LightGCN: mean of ego, A ego, A^2 ego, ... A^n_layers ego."""
     return torch.stack(graph_layers(adj, ego, n_layers), dim=0).mean(dim=0)
 
 
-def graph_layers(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> list[torch.Tensor]:
+def graph_layers(adj: SparseOperator, ego: torch.Tensor, n_layers: int) -> list[torch.Tensor]:
     """[ego, A ego, ..., A^n_layers ego]."""
     layers = [ego]
     for _ in range(n_layers):
-        ego = torch.sparse.mm(adj, ego)
+        ego = adj @ ego
         layers.append(ego)
     return layers
 
@@ -210,7 +210,7 @@ def train_bpr(module: BPRModule, data: TrainData, *, epochs: int, batch_size: in
     if not len(pairs_u):
         raise StageError(f"{desc}: no training interactions to learn from")
     sampler = NegativeSampler(data.train, rng)
-    optimiser = torch.optim.Adam(module.parameters(), lr=learning_rate)
+    optimiser = adam(module.parameters(), lr=learning_rate)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda e: lr_decay ** (e / 50))
     validate = data.valid.nnz > 0
     stopper = EarlyStopping(patience=patience)
@@ -601,7 +601,7 @@ def ego_rows(ego: np.ndarray, user_ids: np.ndarray) -> np.ndarray:
 
 
 def keep_graph_fold_in_state(model: Recommender, user: torch.Tensor, item: torch.Tensor,
-                             adj: torch.Tensor, n_layers: int, train: sp.spmatrix) -> None:
+                             adj: SparseOperator, n_layers: int, train: sp.spmatrix) -> None:
     """Store the trained user ego vectors (`user_ego_`) and the degree-scaled item side of
     layers 0..n_layers-1 (`item_layers_`) that `fold_in_users` needs."""
     layers = graph_layers(adj, torch.cat([user, item]), n_layers)

@@ -36,7 +36,7 @@ from lvlmrec.errors import ConfigError, StageError
 from lvlmrec.represent.base import (TrainData, binary_csr, check_choice, check_int, check_number,
                                     l2_normalise)
 from lvlmrec.represent.content import ContentRecommender
-from lvlmrec.represent.training import EarlyStopping, cpu_threads, seed_everything
+from lvlmrec.represent.training import EarlyStopping, adam, cpu_threads, seed_everything
 from lvlmrec.workdir import atomic_path
 
 OBJECTIVES = ("cooccur", "user")
@@ -165,8 +165,7 @@ class TrainedFusion(ContentRecommender):
         rng = np.random.default_rng(self.seed)
         device = torch.device(data.device)
         net = self._new_net().to(device)
-        optimiser = torch.optim.Adam(net.parameters(), lr=self.lr,
-                                     weight_decay=self.weight_decay)
+        optimiser = adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         inputs = (torch.from_numpy(text).to(device), torch.from_numpy(vision).to(device))
         pairs = _Pairs(data.train, rng)
         stopper = EarlyStopping(patience=self.patience)

@@ -13,6 +13,8 @@ Either way the normalised matrix Â satisfies Â sqrt(d) = sqrt(d) (tests check 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.sparse as sp
 import torch
@@ -108,10 +110,48 @@ def max_union(a: sp.spmatrix, b: sp.spmatrix) -> sp.csr_matrix:
     return out
 
 
-def to_torch_sparse(matrix: sp.spmatrix, device: str = "cpu") -> torch.Tensor:
-    """A scipy matrix as a coalesced torch COO tensor on `device` (float32)."""
-    coo = sp.coo_matrix(matrix, dtype=np.float32)
-    index = torch.from_numpy(np.vstack([coo.row, coo.col]).astype(np.int64))
-    values = torch.from_numpy(coo.data.astype(np.float32))
-    return torch.sparse_coo_tensor(index, values, coo.shape, device=device,
-                                   check_invariants=False).coalesce()
+class SparseOperator:
+    """A fixed sparse matrix A for `A @ dense` inside autograd: CSR, with A^T kept in CSR.
+
+    torch's COO `sparse.mm` re-sorts A's transpose in every backward pass and runs one
+    thread on CPU; here both directions are CSR products (MKL on CPU, cuSPARSE on CUDA),
+    so a SMORE training step at the study's scale spends a small fraction of the time in
+    its graphs (docs/benchmarks.md, "SMORE epoch"). Products equal scipy's within float
+    rounding (tests/test_graph.py).
+    """
+
+    def __init__(self, matrix: sp.spmatrix, device: str | torch.device = "cpu"):
+        csr = sp.csr_matrix(matrix, dtype=np.float32)
+        self.shape = csr.shape
+        self.matrix = _torch_csr(csr, device)
+        self.transposed = _torch_csr(csr.T.tocsr(), device)
+
+    def __matmul__(self, dense: torch.Tensor) -> torch.Tensor:
+        return _SparseMatmul.apply(dense, self)
+
+
+class _SparseMatmul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, dense: torch.Tensor, op: SparseOperator) -> torch.Tensor:
+        ctx.op = op
+        return torch.sparse.mm(op.matrix, dense)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return torch.sparse.mm(ctx.op.transposed, grad.contiguous()), None
+
+
+def _torch_csr(csr: sp.csr_matrix, device: str | torch.device) -> torch.Tensor:
+    csr.sort_indices()  # scipy's CSR, sorted, meets torch's invariants: no check needed
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            torch.from_numpy(csr.indptr.astype(np.int64)),
+            torch.from_numpy(csr.indices.astype(np.int64)),
+            torch.from_numpy(csr.data.astype(np.float32)), csr.shape, device=device,
+            check_invariants=False)
+
+
+def to_torch_sparse(matrix: sp.spmatrix, device: str = "cpu") -> SparseOperator:
+    """A scipy matrix as a `SparseOperator` on `device` (float32): use it as `op @ dense`."""
+    return SparseOperator(matrix, device)

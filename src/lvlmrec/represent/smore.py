@@ -46,7 +46,8 @@ from lvlmrec.represent.base import TrainData
 from lvlmrec.represent.cf import (BPRModule, EmbeddingRecommender, bpr_loss, degree_scaled,
                                   ego_rows, fold_in_users, keep_graph_fold_in_state, l2_penalty,
                                   propagate, user_rows)
-from lvlmrec.represent.graph import knn_graph, max_union, to_torch_sparse, user_item_adjacency
+from lvlmrec.represent.graph import (SparseOperator, knn_graph, max_union, to_torch_sparse,
+                                     user_item_adjacency)
 
 
 def spectrum_fusion(vision: torch.Tensor, text: torch.Tensor, w_vision: torch.Tensor,
@@ -81,8 +82,8 @@ class SMORENet(BPRModule):
     """The SMORE network over fixed graphs (see the module docstring for the steps)."""
 
     def __init__(self, n_users: int, text: torch.Tensor, vision: torch.Tensor,
-                 ui_adj: torch.Tensor, ui_block: torch.Tensor, text_adj: torch.Tensor,
-                 vision_adj: torch.Tensor, fusion_adj: torch.Tensor, dim: int = 64,
+                 ui_adj: SparseOperator, ui_block: SparseOperator, text_adj: SparseOperator,
+                 vision_adj: SparseOperator, fusion_adj: SparseOperator, dim: int = 64,
                  n_ui_layers: int = 3, n_layers: int = 1, dropout: float = 0.0,
                  reg_weight: float = 1e-5, cl_weight: float = 0.01, temperature: float = 0.2,
                  train_features: bool = True):
@@ -126,7 +127,7 @@ class SMORENet(BPRModule):
                                    (fused, self.fusion_gate, self.fusion_adj)):
             items = self.item * gate(feature)
             for _ in range(self.n_layers):
-                items = torch.sparse.mm(adj, items)
+                items = adj @ items
             views.append(items)
         return views[0], views[1], views[2]
 
@@ -134,7 +135,7 @@ class SMORENet(BPRModule):
         """(final, side, behaviour) vectors of users then items."""
         behaviour = propagate(self.ui_adj, torch.cat([self.user, self.item]), self.n_ui_layers)
         vision_view, text_view, fused_view = (
-            torch.cat([torch.sparse.mm(self.ui_block, items), items])
+            torch.cat([self.ui_block @ items, items])
             for items in self.item_views())
         vision_view = torch.softmax(self.vision_query(fused_view), dim=-1) * vision_view
         text_view = torch.softmax(self.text_query(fused_view), dim=-1) * text_view
