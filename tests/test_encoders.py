@@ -97,6 +97,30 @@ def test_text_deterministic_across_batch_sizes(text_encoder):
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def test_text_repeats_encoded_once_and_copied(text_encoder, monkeypatch):
+    texts = ["a red shirt", "a blue shoe", "a red shirt", "", "a red shirt"]
+    seen = []
+    real = text_encoder._load().encode
+    monkeypatch.setattr(text_encoder._load(), "encode",
+                        lambda sentences, **kw: (seen.append(list(sentences)),
+                                                 real(sentences, **kw))[1])
+    out = text_encoder.encode(texts, show_progress_bar=False)
+    assert seen == [["a red shirt", "a blue shoe"]]
+    np.testing.assert_array_equal(out[0], out[2])
+    np.testing.assert_array_equal(out[0], out[4])
+    assert not out[3].any() and out[1].any()
+
+
+def test_text_bfloat16_is_close_to_float32(text_encoder):
+    texts = ["a red striped cotton shirt", "black leather boots", "a small blue handbag"]
+    fp32 = text_encoder.encode(texts, show_progress_bar=False)
+    bf16 = TextEncoder(device="cpu", precision="bfloat16").encode(texts, show_progress_bar=False)
+    assert bf16.dtype == np.float32 and not np.array_equal(bf16, fp32)
+    assert (bf16 * fp32).sum(1).min() > 0.999
+    with pytest.raises(LvlmrecError, match="precision"):
+        TextEncoder(precision="float16")
+
+
 def test_text_unknown_model_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(LvlmrecError, match="no-such-model"):

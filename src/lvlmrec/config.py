@@ -271,6 +271,9 @@ class EncodeConfig(Section):
     text_model: str = "all-MiniLM-L6-v2"
     image_model: str = "efficientnet-lite0"
     text_batch_size: int = Field(128, ge=1)
+    # bfloat16: the text model's matrix products in bfloat16 (opt-in; on CPUs with native
+    # bfloat16 about twice the texts/s, embeddings within cosine 0.9999 of float32)
+    text_precision: Literal["float32", "bfloat16"] = "float32"
     image_batch_size: int | None = Field(None, ge=1)  # None: 5 on CPU, 64 on a GPU
     image_size: int = Field(224, ge=32)
     device: str = "auto"

