@@ -93,3 +93,20 @@ def test_images_the_pass_missed_still_get_labels(catalog, one_torch_thread):
     img = load_item_image(DescribeItem(0, paths[0], ""))[0]
     assert "It looks like" in d.describe([img])[0]
     assert image_mod.MODEL_NAME in d.settings()["label_model"]
+
+
+def test_the_workdir_hash_memo_spares_rereading_images(catalog, tmp_path, monkeypatch):
+    """Files the run has hashed already (its stage keys) are not read again for the pass."""
+    import lvlmrec.workdir as workdir_mod
+    from lvlmrec.encode import image_pass as pass_mod
+
+    _, paths = catalog
+    monkeypatch.setattr(workdir_mod, "_RACY_SECONDS", -1.0)  # memoise even fresh files
+    wd = Workdir(tmp_path / "wd")
+    wd.root.mkdir()
+    hasher = workdir_mod.ContentHasher(wd)
+    expected = [hasher.file(p) for p in paths[:3]]
+    assert expected == [workdir_mod.file_digest(p) for p in paths[:3]]  # the same SHA-256
+    for module in (pass_mod, workdir_mod):
+        monkeypatch.setattr(module, "file_digest", lambda p: pytest.fail(f"re-read {p}"))
+    assert pass_mod.content_hashes(paths[:3], hasher=hasher) == expected

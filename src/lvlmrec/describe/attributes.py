@@ -638,7 +638,7 @@ class AttributesDescriber(Describer):
         self.device = device
         self._encoder = image_encoder
         self._ocr_engine = None
-        self._shared: tuple[Any, list[Any]] | None = None
+        self._shared: tuple[Any, list[Any], Any] | None = None
         self._labels_by_source: dict[str, list[str]] = {}
 
     @property
@@ -669,20 +669,22 @@ class AttributesDescriber(Describer):
         """Take labels from the workdir's shared EfficientNet pass over these image files
         (encode/image_pass.py), which the encode stage then reuses; it runs on `load`."""
         from lvlmrec.encode.image_pass import ImagePassCache
+        from lvlmrec.workdir import ContentHasher
 
-        self._shared = (ImagePassCache.for_workdir(workdir), list(paths))
+        self._shared = (ImagePassCache.for_workdir(workdir), list(paths), ContentHasher(workdir))
 
     def load(self) -> None:
         if self._shared is None or self.max_labels <= 0:
             return
         from lvlmrec.encode.image_pass import image_pass
 
-        cache, paths = self._shared
+        cache, paths, hasher = self._shared
         try:
             outputs = image_pass(self._image_encoder(), paths, cache,
-                                 desc="EfficientNet labels")
+                                 desc="EfficientNet labels", hasher=hasher)
         finally:
             cache.close()
+            hasher.save()
         self._labels_by_source = {str(p): labels for p, labels
                                   in zip(paths, self._labels(outputs)) if p is not None}
 

@@ -31,7 +31,7 @@ from lvlmrec.encode.image import (
     ImageOutputs,
     imagenet_labels,
 )
-from lvlmrec.workdir import Workdir, file_digest, hash_obj
+from lvlmrec.workdir import ContentHasher, Workdir, file_digest, hash_obj
 
 #: ImageNet classes kept per image (describers name at most a few)
 TOP_K = 32
@@ -103,14 +103,18 @@ def model_key(encoder: ImageEncoder) -> str:
                      "device": device})[:32]
 
 
-def content_hashes(paths: Sequence[Path | str | None], workers: int = 4) -> list[str | None]:
-    """SHA-256 of each file's bytes; None for no path or an unreadable file."""
+def content_hashes(paths: Sequence[Path | str | None], workers: int = 4,
+                   hasher: ContentHasher | None = None) -> list[str | None]:
+    """SHA-256 of each file's bytes; None for no path or an unreadable file.
+
+    With the workdir's `hasher` the digests come from its memo (the same SHA-256 the run's
+    stage keys use), so files the run has already hashed are not read again."""
 
     def one(path: Path | str | None) -> str | None:
         if path is None:
             return None
         try:
-            return file_digest(path)
+            return hasher.file(path) if hasher is not None else file_digest(path)
         except OSError:
             return None
 
@@ -121,18 +125,20 @@ def content_hashes(paths: Sequence[Path | str | None], workers: int = 4) -> list
 def image_pass(encoder: ImageEncoder, paths: Sequence[Path | str | None],
                cache: ImagePassCache | None = None,
                show_progress_bar: bool = True,
-               desc: str = "EfficientNet pass") -> ImageOutputs:
+               desc: str = "EfficientNet pass",
+               hasher: ContentHasher | None = None) -> ImageOutputs:
     """Features and class probabilities of every image, each distinct content run once.
 
     With a cache, contents it holds are not run again and new ones are added. Probabilities
     of cached images are zero outside their `TOP_K` classes. Failed images (missing,
     unreadable) have zero rows and a reason in `failures`, as from `ImageEncoder`.
+    `hasher`: the workdir's content-hash memo (saved by the caller).
     """
     n = len(paths)
     features = np.zeros((n, FEATURE_DIM), dtype=np.float32)
     probs = np.zeros((n, len(imagenet_labels())), dtype=np.float32)
     failures: dict[int, str] = {}
-    hashes = content_hashes(paths)
+    hashes = content_hashes(paths, hasher=hasher)
     for i, (p, h) in enumerate(zip(paths, hashes)):
         if h is None:
             failures[i] = "no image" if p is None else f"image not found: {p}"

@@ -20,7 +20,7 @@ from lvlmrec.data.schema import Dataset, image_hashes
 from lvlmrec.describe.run import description_sets
 from lvlmrec.describe.store import DescriptionStore
 from lvlmrec.encode.store import embedding_meta, save_embedding, text_embedding_name
-from lvlmrec.workdir import Workdir, hash_obj
+from lvlmrec.workdir import ContentHasher, Workdir, hash_obj
 
 if TYPE_CHECKING:
     from lvlmrec.encode.image import ImageEncoder
@@ -192,11 +192,15 @@ class LocalEncoders:
         from lvlmrec.encode.image_pass import ImagePassCache, image_pass
 
         cache = ImagePassCache.for_workdir(self.workdir) if self.workdir else None
+        hasher = ContentHasher(self.workdir) if self.workdir else None
         try:
-            out = image_pass(encoder, paths, cache, show_progress_bar=self.show_progress)
+            out = image_pass(encoder, paths, cache, show_progress_bar=self.show_progress,
+                             hasher=hasher)
         finally:
             if cache is not None:
                 cache.close()
+            if hasher is not None:
+                hasher.save()
         return out.features, out.failures
 
     def close(self) -> None:
