@@ -6,6 +6,7 @@ features, and prints per model: seconds to fit (for a fusion: one epoch of train
 its validation pass, and the validation pass alone) and the process's peak memory.
 
     python benchmarks/fusion_speed.py [--scale 1.0] [--epochs 1] [--models attention,...]
+                                      [--objective user|cooccur] [--threads N]
 
 Writes JSON (date, machine, load, command; wall and CPU seconds per fit) to
 benchmarks/results/fusion_speed[_<scale>].json.
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--models", default="attention,gating,cross,itemknn,hybrid")
+    parser.add_argument("--objective", default="user", help="the fusions' training objective")
+    parser.add_argument("--threads", type=int, help="torch threads (default: idle cores)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     from _results import Load, save_results
@@ -77,7 +80,8 @@ def main() -> None:
     valid_s = time.perf_counter() - t0
     print(f"validation Recall@20 pass (384-d): {valid_s:.1f}s")
     makers = {"attention": AttentionFusion, "gating": GatingFusion, "cross": CrossModalFusion}
-    models = [makers[m]("text", "vision", epochs=args.epochs)
+    models = [makers[m]("text", "vision", epochs=args.epochs, objective=args.objective,
+                        num_threads=args.threads)
               for m in args.models.split(",") if m in makers]
     models += [m for name, m in (("itemknn", ItemKNN()),
                                  ("hybrid", Hybrid("text", weight_grid=[0.5])))
@@ -92,7 +96,10 @@ def main() -> None:
         rows.append({"model": type(model).__name__, "fit_wall_s": round(seconds, 1),
                      "fit_cpu_s": round(cpu, 1), "peak_mib": round(peak_mib())})
     name = "fusion_speed" + ("" if args.scale == 1.0 else f"_{args.scale:g}")
-    save_results(name, {"scale": args.scale, "epochs": args.epochs,
+    if args.objective != "user":
+        name += f"_{args.objective}"
+    save_results(name, {"scale": args.scale, "epochs": args.epochs, "objective": args.objective,
+                        "threads": args.threads or "idle cores",
                         "n_users": data.n_users, "n_items": data.n_items,
                         "validation_pass_s": round(valid_s, 1), "fits": rows}, load, args.out)
 
