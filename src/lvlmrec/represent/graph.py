@@ -116,7 +116,7 @@ class SparseOperator:
     torch's COO `sparse.mm` re-sorts A's transpose in every backward pass and runs one
     thread on CPU; here both directions are CSR products (MKL on CPU, cuSPARSE on CUDA),
     so a SMORE training step at the study's scale spends a small fraction of the time in
-    its graphs (docs/benchmarks.md, "SMORE epoch"). Products equal scipy's within float
+    its graphs (docs/benchmarks.md, "CPU speed"). Products equal scipy's within float
     rounding (tests/test_graph.py).
     """
 
