@@ -137,6 +137,19 @@ def test_new_description_set_refits_and_reevaluates(base, tmp_path):
                                metrics_before.loc["title_text", cols].to_numpy(float))
 
 
+def test_text_precision_reencodes_texts_but_not_images(base, tmp_path):
+    wd = _cp(base, tmp_path / "bf16")
+    w = Workdir(wd)
+    image_meta = json.loads(w.embedding_path("image_efficientnet").with_suffix(".json")
+                            .read_text())
+    status = _run(_config(**{"encode.text_precision": "bfloat16"}), wd)
+    assert status["describe"] == "skipped" and status["encode"] == "ran"
+    text_meta = json.loads(w.embedding_path("text_description").with_suffix(".json").read_text())
+    assert text_meta["precision"] == "bfloat16"
+    again = json.loads(w.embedding_path("image_efficientnet").with_suffix(".json").read_text())
+    assert again["key"] == image_meta["key"]
+
+
 def test_a_changed_plugin_source_refits(base, tmp_path, monkeypatch):
     wd = _cp(base, tmp_path / "plugin")
     plugin = tmp_path / "my_cache_plugin.py"
