@@ -1,10 +1,9 @@
-"""EfficientNet-Lite0 images/s on CPU by batch size and memory layout, and what they change.
+"""EfficientNet-Lite0 images/s on CPU by batch size, and what the batch size changes.
 
 Encodes the demo catalog's images (drawn here at 128 px, letterboxed to `--size`) with
-`ImageEncoder.encode` (decoding on worker threads included) for each batch size, with the
-network's weights channels-last (lvlmrec's layout) and in the default layout (before). Each
-setting runs `--repeats` times; the median images/s is reported. It also reports the largest
-feature difference between layouts and between each batch size and a batch of 32.
+`ImageEncoder.encode` (decoding on worker threads included) for each batch size. Each
+setting runs `--repeats` times; the median images/s is reported, with the largest feature
+difference between each batch size and a batch of 32 (the default before).
 
     python benchmarks/image_batch.py [--images 200] [--size 224] [--batch-sizes 1,2,4,5,8,16,32]
 
@@ -25,14 +24,6 @@ from _results import Load, save_results
 
 from lvlmrec.data.synthetic import generate_synthetic
 from lvlmrec.encode.image import ImageEncoder
-
-
-def encoder(batch_size: int, size: int, channels_last: bool) -> ImageEncoder:
-    enc = ImageEncoder(device="cpu", batch_size=batch_size, image_size=size)
-    net = enc._load()
-    if not channels_last:  # the layout before: default weights (inputs arrive NHWC-strided)
-        net.to(memory_format=torch.contiguous_format)
-    return enc
 
 
 def rate(enc: ImageEncoder, paths: list[Path], repeats: int) -> tuple[float, np.ndarray]:
@@ -58,23 +49,19 @@ def main() -> None:
         generate_synthetic(Path(tmp), n_items=args.images, n_users=20, seed=0,
                            show_progress=False)
         paths = sorted((Path(tmp) / "images").glob("*.png"), key=lambda p: int(p.stem))
-        rows, reference = [], {}
-        for layout in ("channels_last", "default"):
-            _, reference[layout] = rate(encoder(32, args.size, layout == "channels_last"),
-                                        paths, 1)
-            for bs in sizes:
-                images_per_s, feats = rate(encoder(bs, args.size, layout == "channels_last"),
-                                           paths, args.repeats)
-                diff = float(np.abs(feats - reference[layout]).max())
-                rows.append({"layout": layout, "batch_size": bs, "images_per_s": images_per_s,
-                             "max_abs_diff_vs_batch_32": diff})
-                print(f"{layout:14s} batch {bs:3d}: {images_per_s:6.1f} images/s "
-                      f"(max |diff| vs batch 32: {diff:.1e})", flush=True)
-    layouts = float(np.abs(reference["channels_last"] - reference["default"]).max())
-    print(f"max |feature diff| between layouts (batch 32): {layouts:.1e}")
+        rows = []
+        _, reference = rate(ImageEncoder(device="cpu", batch_size=32, image_size=args.size),
+                            paths, 1)
+        for bs in sizes:
+            encoder = ImageEncoder(device="cpu", batch_size=bs, image_size=args.size)
+            images_per_s, feats = rate(encoder, paths, args.repeats)
+            diff = float(np.abs(feats - reference).max())
+            rows.append({"batch_size": bs, "images_per_s": images_per_s,
+                         "max_abs_diff_vs_batch_32": diff})
+            print(f"batch {bs:3d}: {images_per_s:6.1f} images/s "
+                  f"(max |diff| vs batch 32: {diff:.1e})", flush=True)
     save_results("image_batch", {"images": args.images, "image_size": args.size,
-                                 "torch_threads": torch.get_num_threads(), "rows": rows,
-                                 "max_abs_diff_between_layouts": layouts}, load)
+                                 "torch_threads": torch.get_num_threads(), "rows": rows}, load)
 
 
 if __name__ == "__main__":
