@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-
+from _results import Load, save_results
 from eval_speed import DIM, N_ITEMS, N_USERS, PeakRss, matrix, study_shaped_data
+
 from lvlmrec.represent.base import TrainData
 from lvlmrec.represent.content import ContentRecommender
 from lvlmrec.serve.batch import topk_blocks, write_recommendations
@@ -55,7 +52,7 @@ def main() -> None:
         embedding=lambda _: vectors))
     user_ids = np.asarray([f"A{u:013d}" for u in range(N_USERS)], dtype=object)
     item_ids = np.asarray([f"B{i:09d}" for i in range(N_ITEMS)], dtype=object)
-    load_before = os.getloadavg()
+    load = Load()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "recs.parquet"
         cpu0, t0 = time.process_time(), time.perf_counter()
@@ -68,14 +65,7 @@ def main() -> None:
         size = out.stat().st_size
         written = pq.read_metadata(out).num_rows
     assert written == rows == N_USERS * args.k, (written, rows)
-    result = {
-        "benchmark": "recommend_speed",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "cpu_count": os.cpu_count()},
-        "load_average_before": [round(v, 2) for v in load_before],
-        "load_average_after": [round(v, 2) for v in os.getloadavg()],
+    results = {
         "shape": {"users": N_USERS, "items": N_ITEMS, "dim": DIM, "k": args.k,
                   "history_interactions": int(history.nnz)},
         "block_size": args.block_size,
@@ -86,9 +76,8 @@ def main() -> None:
         "peak_mib_above_inputs": round(peak.mib, 1),
         "target_seconds": 60,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(json.dumps(results, indent=2))
+    save_results("recommend_speed", results, load, args.out)
 
 
 if __name__ == "__main__":
