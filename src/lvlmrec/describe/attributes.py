@@ -167,14 +167,28 @@ def analyse_image(img: Image.Image, n_colours: int = 2, patterns: bool = True,
     small = to_rgb(img).copy()
     small.thumbnail((ANALYSIS_SIZE, ANALYSIS_SIZE), Image.Resampling.BOX)
     lin = srgb_to_linear(np.asarray(small))
-    lab = linear_to_lab(lin)
+    # One contiguous (h, w) plane per channel: numpy is slow over a 3-long last axis.
+    lab = np.ascontiguousarray(np.moveaxis(linear_to_lab(lin), -1, 0))
     fg, outside = foreground_mask(lab)
-    colours = dominant_colours(lab[fg], lin[fg], n_colours, exclude_skin)
+    colours = dominant_colours(lab, lin, fg, n_colours, exclude_skin)
     attrs = detect_pattern(lab, fg, outside, colours) if patterns else Attributes(colours, None)
     attrs.shape = _shape(fg)
     share = float(fg.mean())
     attrs.size = None if fg.all() else "small" if share < 0.2 else "large" if share > 0.5 else None
     return attrs
+
+
+def _distance(planes: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """`np.linalg.norm(x - point, axis=-1)` of the points x whose coordinates are the rows
+    of `planes` (3, ...): the same sums in the same order, without a 3-long inner loop."""
+    d0, d1, d2 = (planes[j] - point[j] for j in range(3))
+    return np.sqrt((d0 * d0 + d1 * d1) + d2 * d2)
+
+
+def _pixels(planes: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """`_subsample` of the pixels under a mask, as (3, n) columns, gathered directly."""
+    at = np.flatnonzero(where)
+    return planes.reshape(3, -1)[:, at[_subsample_index(len(at))]]
 
 
 def _shape(fg: np.ndarray) -> str | None:
@@ -194,18 +208,18 @@ def foreground_mask(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     When the border is not uniform (full-bleed photo) or almost nothing differs from it
     (a white shirt on white), the whole image is the product.
     """
-    h, w = lab.shape[:2]
+    h, w = lab.shape[1:]
     b = max(2, round(0.03 * min(h, w)))
-    border = np.concatenate(
-        [a.reshape(-1, 3) for a in (lab[:b], lab[-b:], lab[:, :b], lab[:, -b:])]
-    )
-    bg = np.median(border, axis=0)
+    border = np.concatenate(  # (3, n): the border strips' pixels
+        [a.reshape(3, -1) for a in (lab[:, :b], lab[:, -b:], lab[:, :, :b], lab[:, :, -b:])],
+        axis=1)
+    bg = np.median(border, axis=1)
     everything, nothing = np.ones((h, w), dtype=bool), np.zeros((h, w), dtype=bool)
-    if np.mean(np.linalg.norm(border - bg, axis=1) < 10) < 0.6:
+    if np.mean(_distance(border, bg) < 10) < 0.6:
         return everything, nothing
-    differs = np.linalg.norm(lab - bg, axis=2) > 14
+    differs = _distance(lab, bg) > 14
     fg = ndimage.binary_opening(differs, np.ones((2, 2), bool))  # JPEG specks
-    r = _closing_radius(lab.shape)
+    r = _closing_radius(lab.shape[1:])
     closed = _close(fg, r)
     labels, n = ndimage.label(closed)
     if n >= 3 and np.sum(np.bincount(labels.ravel())[1:] >= 0.002 * closed.size) >= 3:
@@ -213,9 +227,17 @@ def foreground_mask(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     fg = closed
     if fg.mean() < 0.05:
         return everything, nothing
-    labels, _ = ndimage.label(~differs)
-    edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    return fg, np.isin(labels, edge_labels[edge_labels > 0])
+    return fg, _border_connected(~differs)
+
+
+def _border_connected(mask: np.ndarray) -> np.ndarray:
+    """The pixels of the mask's 4-connected regions that touch the image border."""
+    labels, n = ndimage.label(mask)
+    touching = np.zeros(n + 1, dtype=bool)
+    touching[labels[0]] = touching[labels[-1]] = True
+    touching[labels[:, 0]] = touching[labels[:, -1]] = True
+    touching[0] = False
+    return touching[labels]
 
 
 def _erode(mask: np.ndarray, r: int) -> np.ndarray:
@@ -226,11 +248,18 @@ def _erode(mask: np.ndarray, r: int) -> np.ndarray:
 
 
 def _close(mask: np.ndarray, r: int) -> np.ndarray:
-    """Morphological closing with a disk, then hole filling; pads so edges do not erode."""
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    disk = xx**2 + yy**2 <= r * r
-    closed = ndimage.binary_closing(np.pad(mask, r), disk)[r:-r, r:-r]
-    return ndimage.binary_fill_holes(closed)
+    """Morphological closing with a disk, then hole filling; pads so edges do not erode.
+
+    The same pixels as `binary_closing(np.pad(mask, r), disk)[r:-r, r:-r]` (whose erosion
+    counts the array's outside as background), from two exact Euclidean distance
+    transforms instead of a disk slid over every pixel: a pixel is in the dilation when
+    the mask lies within r of it, in the erosion of that when nothing outside it does.
+    """
+    if not mask.any():
+        return np.zeros_like(mask)
+    dilated = ndimage.distance_transform_edt(~np.pad(mask, r)) <= r
+    closed = ndimage.distance_transform_edt(np.pad(dilated, 1))[r + 1:-r - 1, r + 1:-r - 1] > r
+    return ~_border_connected(~closed)  # binary_fill_holes: the same 4-connected holes
 
 
 def _closing_radius(shape: tuple[int, ...]) -> int:
@@ -238,22 +267,26 @@ def _closing_radius(shape: tuple[int, ...]) -> int:
     return max(2, round(0.045 * max(shape[:2])))
 
 
-def dominant_colours(lab: np.ndarray, lin: np.ndarray, n_colours: int,
+def dominant_colours(lab: np.ndarray, lin: np.ndarray, fg: np.ndarray, n_colours: int,
                      exclude_skin: bool = False) -> list[Colour]:
-    """Named colours covering at least MIN_SHARE of the pixels (the largest always).
+    """Named colours covering at least MIN_SHARE of the foreground pixels (the largest always).
 
+    `lab` is the image's CIELAB planes (3, h, w), `lin` its linear RGB (h, w, 3).
     With `exclude_skin`, skin-toned clusters do not count when the rest covers at least
     15% of the pixels (a product worn by a model); shares are then of the rest."""
-    if len(lab) == 0:
+    at = np.flatnonzero(fg)
+    if len(at) == 0:
         return []
-    lab, lin = _subsample(lab), _subsample(lin)
+    at = at[_subsample_index(len(at))]
+    lab, lin = lab.reshape(3, -1)[:, at], lin.reshape(-1, 3)[at].T
     assign, centres = kmeans(lab, _K)
-    counts = np.bincount(assign, minlength=len(centres)).astype(np.float64)
-    lab_sum = np.stack([np.bincount(assign, lab[:, d], len(centres)) for d in range(3)], 1)
-    lin_sum = np.stack([np.bincount(assign, lin[:, d], len(centres)) for d in range(3)], 1)
-    clusters = [_Cluster(counts[k] / len(lab), (lab_sum[k] / counts[k]).astype(np.float32),
-                         (lin_sum[k] / counts[k]).astype(np.float32))
-                for k in range(len(centres)) if counts[k] > 0]
+    k, n = len(centres), lab.shape[1]
+    counts = np.bincount(assign, minlength=k).astype(np.float64)
+    lab_sum = np.stack([np.bincount(assign, lab[d], k) for d in range(3)], 1)
+    lin_sum = np.stack([np.bincount(assign, lin[d], k) for d in range(3)], 1)
+    clusters = [_Cluster(counts[j] / n, (lab_sum[j] / counts[j]).astype(np.float32),
+                         (lin_sum[j] / counts[j]).astype(np.float32))
+                for j in range(k) if counts[j] > 0]
     merged = _merge_shading(clusters)
     if exclude_skin:
         rest = [c for c in merged if not is_skin(c.lab)]
@@ -290,26 +323,38 @@ class _Cluster:
 
 
 def kmeans(x: np.ndarray, k: int, iters: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd's k-means with deterministic farthest-point initialisation."""
-    centres = [x[np.argmin(np.linalg.norm(x - np.median(x, axis=0), axis=1))]]
-    dist = np.linalg.norm(x - centres[0], axis=1)
+    """Lloyd's k-means with deterministic farthest-point initialisation.
+
+    `x` holds the points as columns (3, n); returns each point's cluster and the (k, 3)
+    centres."""
+    centres = [x[:, np.argmin(_distance(x, np.median(x, axis=1)))]]
+    dist = _distance(x, centres[0])
     for _ in range(1, k):
         i = int(np.argmax(dist))
         if dist[i] < 1.0:  # fewer distinct colours than k
             break
-        centres.append(x[i])
-        dist = np.minimum(dist, np.linalg.norm(x - x[i], axis=1))
+        centres.append(x[:, i])
+        dist = np.minimum(dist, _distance(x, x[:, i]))
     c = np.stack(centres).astype(np.float64)
-    x64 = x.astype(np.float64)
-    x2 = (x64 * x64).sum(1, keepdims=True)
-    assign = np.zeros(len(x), dtype=int)
+    columns = x.astype(np.float64)
+    x2 = ((columns[0] * columns[0] + columns[1] * columns[1]) + columns[2] * columns[2])[:, None]
+    twice = 2 * np.ascontiguousarray(columns.T)  # (n, 3) rows for the matrix product
+    k = len(c)
+    # Distances go to one reused buffer: fresh (n, k) temporaries cost more in page
+    # faults than in arithmetic. Same operations in the same order, same values.
+    d = np.empty((x.shape[1], k))
+    assign = np.zeros(x.shape[1], dtype=int)
     for _ in range(iters):
         # squared distances by expansion: one matrix product instead of an (n, k, 3) array
-        assign = np.argmin(x2 - 2 * x64 @ c.T + (c * c).sum(1), axis=1)
-        counts = np.bincount(assign, minlength=len(c))
-        sums = np.stack([np.bincount(assign, x64[:, d], len(c)) for d in range(x.shape[1])], 1)
+        np.matmul(twice, c.T, out=d)
+        np.subtract(x2, d, out=d)
+        d += (c * c).sum(1)
+        assign = d.argmin(1)
+        counts = np.bincount(assign, minlength=k)
+        sums = np.stack([np.bincount(assign, col, k) for col in columns], 1)
         new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], c)
-        if np.allclose(new, c, atol=1e-3):
+        # np.allclose(new, c, atol=1e-3) without its overhead (values are finite)
+        if (np.abs(new - c) <= 1e-3 + 1e-5 * np.abs(c)).all():
             break
         c = new
     return assign, c.astype(x.dtype)
@@ -356,14 +401,21 @@ def _regions(mask: np.ndarray, area_total: int) -> _Regions:
     labels, n = ndimage.label(mask)
     if n == 0:
         return _Regions(0, 0.0, 0.0, 0, 0.0, 0.0)
-    idx = np.arange(1, n + 1)
-    area = ndimage.sum_labels(mask, labels, idx)
-    yy, xx = np.indices(mask.shape)
-    my = ndimage.mean(yy, labels, idx)
-    mx = ndimage.mean(xx, labels, idx)
-    vy = ndimage.mean(yy * yy, labels, idx) - my**2
-    vx = ndimage.mean(xx * xx, labels, idx) - mx**2
-    cxy = ndimage.mean(xx * yy, labels, idx) - mx * my
+    # Per-region moments by bincount over the labelled pixels in row-major order: the
+    # same sums, in the same order, as ndimage.sum_labels/mean over the whole array.
+    at = np.flatnonzero(labels)
+    which = labels.ravel()[at]
+    yy, xx = np.divmod(at, mask.shape[1])
+    count = np.bincount(which, minlength=n + 1)[1:]
+    area = count.astype(np.float64)
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        return np.bincount(which, values, n + 1)[1:] / area
+
+    my, mx = mean(yy), mean(xx)
+    vy = mean(yy * yy) - my**2
+    vx = mean(xx * xx) - mx**2
+    cxy = mean(xx * yy) - mx * my
     tr, det = vx + vy, vx * vy - cxy**2
     disc = np.sqrt(np.maximum(tr**2 / 4 - det, 0))
     elong = np.sqrt((tr / 2 + disc) / np.maximum(tr / 2 - disc, 0.25))
@@ -400,7 +452,7 @@ def detect_pattern(
     n_int = int(interior.sum())
     if n_int < 300:
         return Attributes(colours, None)
-    light = lab[..., 0]
+    light = lab[0]
     gy, gx = ndimage.sobel(light, 0) / 8, ndimage.sobel(light, 1) / 8
     mag = np.hypot(gx, gy)
     strong = (mag > 6) & interior
@@ -436,14 +488,15 @@ def detect_pattern(
     c1, c2 = window[p1], window[p2]
 
     # Two-tone segmentation of the interior, and the shapes of each tone's regions.
-    pix = _subsample(lab[interior])
-    _, centres = kmeans(pix, 2)
+    _, centres = kmeans(_pixels(lab, interior), 2)
     if len(centres) < 2:
         return Attributes(colours, "solid" if len(colours) == 1 else None)
-    near = np.argmin(((lab[..., None, :] - centres) ** 2).sum(-1), axis=-1)
-    masks = [interior & (near == t) for t in (0, 1)]
+    # nearer centre (argmin: the first on a tie), squared distances summed as ((0+1)+2)
+    d0, d1 = ((((lab[0] - c[0]) ** 2 + (lab[1] - c[1]) ** 2) + (lab[2] - c[2]) ** 2)
+              for c in centres)
+    second = d1 < d0
+    masks = [interior & ~second, interior & second]
     tones = [_regions(m, n_int) for m in masks]
-    periodic = _periodicity(light, interior, (y0, y1, x0, x1))
 
     for t in (0, 1):
         blobs, ground = tones[t], tones[1 - t]
@@ -452,7 +505,7 @@ def detect_pattern(
             continue
         # Squares in a connected ground: dots, unless the squares cover as much as the
         # ground (windowpane) or the ground is itself two bands of colour (gingham).
-        if ground.largest_share < 0.7 or blobs.share >= 0.3 or _two_toned(lab[masks[1 - t]]):
+        if ground.largest_share < 0.7 or blobs.share >= 0.3 or _two_toned(lab, masks[1 - t]):
             if blobs.n_compact >= 6 and (blobs.share >= 0.2 or ground.largest_share < 0.7):
                 return Attributes(colours, "checked",
                                   strength="fine" if blobs.n_compact >= 30 else "bold")
@@ -462,7 +515,7 @@ def detect_pattern(
                           strength="fine" if blobs.n_compact >= 30 else "bold")
     n_bands = sum(t.n_elongated for t in tones)
     strength = "fine" if density >= 0.25 else "bold" if density < 0.1 else None
-    if c1 >= 0.6 and (periodic >= 0.25 or n_bands >= 3):
+    if c1 >= 0.6 and (n_bands >= 3 or _periodicity(light, interior, (y0, y1, x0, x1)) >= 0.25):
         return Attributes(colours, "striped", strength=strength)
     if c1 + c2 >= 0.6 and c2 >= 0.2 and n_bands >= 3:
         return Attributes(colours, "zigzag", strength=strength)
@@ -471,16 +524,17 @@ def detect_pattern(
     return Attributes(colours, None)
 
 
-def _subsample(x: np.ndarray) -> np.ndarray:
-    """At most _MAX_PIXELS rows, evenly spaced: deterministic and unbiased for images."""
-    return x[np.linspace(0, len(x) - 1, min(len(x), _MAX_PIXELS)).astype(int)]
+def _subsample_index(n: int) -> np.ndarray:
+    """At most _MAX_PIXELS of n indices, evenly spaced: deterministic, unbiased for images."""
+    return np.linspace(0, n - 1, min(n, _MAX_PIXELS)).astype(int)
 
 
-def _two_toned(lab: np.ndarray) -> bool:
-    """Whether pixels form two clearly different colours, each a fifth or more."""
-    if len(lab) < 20:
+def _two_toned(lab: np.ndarray, where: np.ndarray) -> bool:
+    """Whether the pixels under the mask form two clearly different colours, each a fifth
+    or more."""
+    if where.sum() < 20:
         return False
-    assign, centres = kmeans(_subsample(lab), 2)
+    assign, centres = kmeans(_pixels(lab, where), 2)
     if len(centres) < 2:
         return False
     share = assign.mean()
