@@ -386,18 +386,19 @@ def kmeans(x: np.ndarray, k: int, iters: int = 20) -> tuple[np.ndarray, np.ndarr
         dist = np.minimum(dist, _distance(x, x[:, i]))
     c = np.stack(centres).astype(np.float64)
     columns = x.astype(np.float64)
-    x2 = ((columns[0] * columns[0] + columns[1] * columns[1]) + columns[2] * columns[2])[:, None]
+    x2 = (columns[0] * columns[0] + columns[1] * columns[1]) + columns[2] * columns[2]
     twice = 2 * np.ascontiguousarray(columns.T)  # (n, 3) rows for the matrix product
     k = len(c)
-    # Distances go to one reused buffer: fresh (n, k) temporaries cost more in page
-    # faults than in arithmetic. Same operations in the same order, same values.
+    # Squared distances by expansion, x² - 2x·c + c², into one reused (n, k) buffer: fresh
+    # temporaries cost more in page faults than in arithmetic, and so do broadcasts over
+    # a k-long last axis. The same operations in the same order give the same values.
+    x2 = np.repeat(x2[:, None], k, axis=1)
     d = np.empty((x.shape[1], k))
     assign = np.zeros(x.shape[1], dtype=int)
     for _ in range(iters):
-        # squared distances by expansion: one matrix product instead of an (n, k, 3) array
         np.matmul(twice, c.T, out=d)
         np.subtract(x2, d, out=d)
-        d += (c * c).sum(1)
+        _add_to_rows(d, (c * c).sum(1))
         assign = d.argmin(1)
         counts = np.bincount(assign, minlength=k)
         sums = np.stack([np.bincount(assign, col, k) for col in columns], 1)
@@ -407,6 +408,17 @@ def kmeans(x: np.ndarray, k: int, iters: int = 20) -> tuple[np.ndarray, np.ndarr
             break
         c = new
     return assign, c.astype(x.dtype)
+
+
+def _add_to_rows(a: np.ndarray, v: np.ndarray, block: int = 256) -> None:
+    """`a += v` for an (n, k) array and a k-vector, over blocks of rows so that numpy's
+    inner loop runs block * k long instead of k long."""
+    n, k = a.shape
+    full = n - n % block
+    if full:
+        rows = a[:full].reshape(-1, block * k)
+        rows += np.tile(v, block)
+    a[full:] += v
 
 
 def _merge_shading(clusters: list[_Cluster]) -> list[_Cluster]:
