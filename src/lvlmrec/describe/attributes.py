@@ -79,8 +79,13 @@ _NAME_WEIGHTS = np.array([1 / 1.5, 1.0, 1.0], dtype=np.float32)
 
 
 def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
+    if isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8:
+        return _SRGB_TABLE[rgb]  # the formula below, looked up
     c = np.asarray(rgb, dtype=np.float32) / 255.0
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+_SRGB_TABLE = srgb_to_linear(np.arange(256, dtype=np.int32))
 
 
 _XYZ = np.array(
@@ -440,12 +445,14 @@ def _merge_shading(clusters: list[_Cluster]) -> list[_Cluster]:
     clusters = [c for c in clusters if c.share >= 0.02]
     while len(clusters) > 1:
         best, pair = 0.04, None
+        lum = [c.luminance for c in clusters]
+        chroma = [c.chromaticity for c in clusters]
         for i in range(len(clusters)):
             for j in range(i + 1, len(clusters)):
-                lo, hi = sorted((clusters[i].luminance, clusters[j].luminance))
+                lo, hi = sorted((lum[i], lum[j]))
                 if lo < 0.3 * hi or hi < 0.01:
                     continue
-                d = float(np.linalg.norm(clusters[i].chromaticity - clusters[j].chromaticity))
+                d = float(np.linalg.norm(chroma[i] - chroma[j]))
                 if d < best:
                     best, pair = d, (i, j)
         if pair is None:
