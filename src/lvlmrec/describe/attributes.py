@@ -1,28 +1,34 @@
 """The `attributes` describer: a cheap, offline CPU baseline for the LVLM describers.
 
-It writes one or two plain sentences per product image from measurable attributes:
+It writes a few plain sentences per product image from measurable attributes:
 - colours: the background (estimated from the border) is removed, foreground pixels are
   clustered in CIELAB, clusters that differ only by shading are merged, skin-toned clusters
   (a model wearing the product) are set aside when the product has other colours, and each
   cluster is named by the nearest of ~25 named colours, "light"/"dark" when its lightness
-  is far from that colour's; the second colour's share is said ("about 70% navy");
+  is far from that colour's; the second colour's share is said ("about 70% navy"), and a
+  smaller accent colour inside the product (a trim, a logo: not its outline, shadow or a
+  blend where two colours meet) as "with touches of red";
 - pattern: solid, striped, checked, polka-dot, zigzag, patterned or a printed graphic,
   from edge density and coverage, a gradient-orientation histogram, FFT periodicity and
   the shapes of the connected regions of a two-tone segmentation;
-- size, shape and pattern strength: "small"/"large" in the frame, a "tall"/"wide"
-  outline, a "fine"/"bold" pattern from its edge density;
+- size, outline and pattern strength: "small"/"large" in the frame; the silhouette's
+  proportions ("tall", "very wide"), taper ("wider at the base", "wider at the upper end"),
+  asymmetry (a boot's foot), a lower edge split in parts (legs, hanging sleeves) and a
+  hole (a bag's handle); a "fine"/"bold" pattern from its edge density;
 - what it is: EfficientNet-Lite0's ImageNet classes summed into product-category words
   (shoe, dress, bag...), named only when confident (`categories=False`: raw ImageNet labels);
 - optionally the text printed on the product (RapidOCR).
 
-Example: "A navy and white striped product (about 60% navy). It is tall, with a fine pattern.
-It looks like a top."
-Output is deterministic: no random initialisation, fixed pixel subsampling.
+Example: "A navy and white striped product (about 60% navy), with touches of red. It is
+tall and wider at the base, with a fine pattern. It looks like a dress."
+Output is deterministic: no random initialisation, fixed pixel subsampling. Its speed per
+stage is measured by benchmarks/cpu_stages.py.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -36,9 +42,10 @@ from lvlmrec.encode.image import ImageEncoder
 from lvlmrec.errors import MissingDependencyError
 from lvlmrec.imageio import to_rgb
 
-VERSION = "attributes-v2"
+VERSION = "attributes-v3"
 ANALYSIS_SIZE = 160  # longer side, px; enough for stripes and dots, fast in numpy
 MIN_SHARE = 0.15  # a colour is named when it covers at least this share of the product
+_ACCENT = 0.04  # a smaller colour mostly inside the product is named as an accent from here
 _MAX_PIXELS = 6000  # colour clustering subsample
 _K = 6  # k-means clusters before merging
 
@@ -147,6 +154,7 @@ class Colour:
     name: str
     share: float  # of foreground pixels
     lab: np.ndarray
+    rim: float = 0.0  # share of its pixels on the product's edge (`analyse_image`)
 
 
 @dataclass
@@ -160,10 +168,48 @@ class Attributes:
     shape: str | None = None  # "tall" or "wide" outline; None when squat or unknown
     size: str | None = None  # "small" or "large" share of the frame; None in between
     strength: str | None = None  # "fine" or "bold" pattern; None when unsure
+    outline: Outline | None = None  # the product's silhouette; None when it fills the frame
+    accent: str | None = None  # a smaller colour inside the product (trim, logo)
 
     @property
     def colour_names(self) -> list[str]:
         return [c.name for c in self.colours]
+
+
+#: outline bins: height / width of its box for "tall", width / height for "wide"
+_TALL, _VERY_TALL, _WIDE, _VERY_WIDE = 1.25, 1.6, 1.3, 1.75
+_WIDER_BELOW, _WIDER_ABOVE = 1.45, 0.8  # lower third's mean width / the upper third's
+_HOLE = 0.04  # a hole in the silhouette is named from this share of its area
+_ASYMMETRIC = 0.12  # |Outline.shift| from which the outline is "asymmetric"
+
+
+@dataclass
+class Outline:
+    """The product's silhouette, when it stands on a background."""
+
+    aspect: float  # height / width of its bounding box
+    taper: float  # mean width of its lower third / of its upper third
+    split: bool  # its lower edge is in two or more parts (legs, hanging sleeves)
+    hole: bool = False  # it has a hole (a bag's handle, a cut-out)
+    shift: float = 0.0  # its lower third's centre left or right of its upper third's, in widths
+
+    def words(self) -> list[str]:
+        """Plain words for its shape: "very tall", "wider at the base", "split at the
+        base"... (the hole is said apart: "with a hole")."""
+        words = []
+        if self.aspect >= _VERY_TALL or self.aspect >= _TALL:
+            words.append("very tall" if self.aspect >= _VERY_TALL else "tall")
+        elif 1 / self.aspect >= _WIDE:
+            words.append("very wide" if 1 / self.aspect >= _VERY_WIDE else "wide")
+        if self.taper >= _WIDER_BELOW:
+            words.append("wider at the base")
+        elif self.taper <= _WIDER_ABOVE:
+            words.append("wider at the upper end")
+        if abs(self.shift) >= _ASYMMETRIC:
+            words.append("asymmetric")  # a boot's foot, a shoe's toe
+        if self.split:
+            words.append("split at the base")
+        return words
 
 
 # --------------------------------------------------------------------------- analysis
@@ -175,10 +221,16 @@ def analyse_image(img: Image.Image, n_colours: int = 2, patterns: bool = True,
     lin = srgb_to_linear(np.asarray(small))
     # One contiguous (h, w) plane per channel: numpy is slow over a 3-long last axis.
     lab = np.ascontiguousarray(np.moveaxis(linear_to_lab(lin), -1, 0))
-    fg, outside = foreground_mask(lab)
-    colours = dominant_colours(lab, lin, fg, n_colours, exclude_skin)
+    fg, outside, hole, plain = foreground_mask(lab)
+    # not the product's own colour: its rim (outline, shadow) and background-coloured
+    # pixels inside the silhouette (a handle's hole, a gap closing bridged)
+    edge = (fg & ~_erode(fg, 2)) | plain
+    colours, ranked = dominant_colours(lab, lin, fg, n_colours, exclude_skin, edge)
     attrs = detect_pattern(lab, fg, outside, colours) if patterns else Attributes(colours, None)
     attrs.shape = _shape(fg)
+    attrs.outline = _outline(fg, outside, hole)
+    said = [c.name for c in colours] + [n for n in (attrs.dot_colour, attrs.ground_colour) if n]
+    attrs.accent = accent_colour(said, ranked, [c.lab for c in colours])
     share = float(fg.mean())
     attrs.size = None if fg.all() else "small" if share < 0.2 else "large" if share > 0.5 else None
     return attrs
@@ -206,11 +258,42 @@ def _shape(fg: np.ndarray) -> str | None:
     return "tall" if h >= 1.5 * w else "wide" if w >= 1.5 * h else None
 
 
-def foreground_mask(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The product's pixels, and the background-coloured pixels connected to the border.
+def _outline(fg: np.ndarray, outside: np.ndarray, hole: float = 0.0) -> Outline | None:
+    """Aspect, taper, lower-edge parts, hole and asymmetry of the product's silhouette
+    (None when the product fills the frame). Parts are counted on the background connected
+    to the border, which runs up between legs that closing the mask bridged."""
+    if fg.all() or not fg.any():
+        return None
+    ys, xs = np.flatnonzero(fg.any(1)), np.flatnonzero(fg.any(0))
+    y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+    h, w = y1 - y0, x1 - x0
+    if min(h, w) < 6:
+        return None
+    box = fg[y0:y1, x0:x1]
+    widths = box.sum(1)
+    third = h // 3
+    taper = float(widths[-third:].mean() / max(widths[:third].mean(), 1.0))
+    upper, lower = box[:third].sum(0), box[-third:].sum(0)
+    columns = np.arange(w)
+    shift = float((lower @ columns / max(lower.sum(), 1) - upper @ columns / max(upper.sum(), 1))
+                  / w)
+    # runs of product pixels in each of the lowest rows, the ones at least 4% wide
+    low = np.pad(~outside[y1 - max(2, round(0.12 * h)):y1, x0:x1], ((0, 0), (1, 1)))
+    step = np.diff(low.astype(np.int8), axis=1)
+    rows, starts = np.nonzero(step == 1)
+    ends = np.nonzero(step == -1)[1]
+    parts = np.bincount(rows[ends - starts >= max(2, 0.04 * w)], minlength=len(low))
+    return Outline(h / w, taper, bool(np.median(parts) >= 2), hole >= _HOLE, shift)
+
+
+def foreground_mask(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """The product's pixels, the background-coloured pixels connected to the border, the
+    largest hole in the product's silhouette (a bag's handle) as a share of it, and every
+    background-coloured pixel.
 
     Background-coloured regions inside the product (white stripes of a navy-and-white
-    shirt on a white background) are kept by closing the mask and filling its holes.
+    shirt on a white background) are kept by closing the mask and filling its holes; a
+    hole wider than the closing bridges is one the silhouette really has.
     When the border is not uniform (full-bleed photo) or almost nothing differs from it
     (a white shirt on white), the whole image is the product.
     """
@@ -222,18 +305,21 @@ def foreground_mask(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     bg = np.median(border, axis=1)
     everything, nothing = np.ones((h, w), dtype=bool), np.zeros((h, w), dtype=bool)
     if np.mean(_distance(border, bg) < 10) < 0.6:
-        return everything, nothing
+        return everything, nothing, 0.0, nothing
     differs = _distance(lab, bg) > 14
     fg = _open_specks(differs)  # JPEG specks
     r = _closing_radius(lab.shape[1:])
-    closed = _close(fg, r)
+    closed, unfilled = _close_and_fill(fg, r)
     labels, n = ndimage.label(closed)
     if n >= 3 and np.sum(np.bincount(labels.ravel())[1:] >= 0.002 * closed.size) >= 3:
-        closed = _close(fg, round(2.5 * r))  # wide bands or big dots split the product
+        # wide bands or big dots split the product
+        closed, unfilled = _close_and_fill(fg, round(2.5 * r))
     fg = closed
     if fg.mean() < 0.05:
-        return everything, nothing
-    return fg, _border_connected(~differs)
+        return everything, nothing, 0.0, nothing
+    holes, n = ndimage.label(closed & ~unfilled)
+    hole = np.bincount(holes.ravel())[1:].max() / fg.sum() if n else 0.0
+    return fg, _border_connected(~differs), float(hole), ~differs
 
 
 def _border_connected(mask: np.ndarray) -> np.ndarray:
@@ -268,12 +354,17 @@ def _close(mask: np.ndarray, r: int) -> np.ndarray:
     The same pixels as `binary_fill_holes(binary_closing(np.pad(mask, r), disk)[r:-r, r:-r])`
     at a fraction of its cost (tests/test_attributes_speed.py checks it).
     """
+    return _close_and_fill(mask, r)[0]
+
+
+def _close_and_fill(mask: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """`_close`, and the closing before its holes were filled."""
     if not mask.any():
-        return np.zeros_like(mask)
+        return np.zeros_like(mask), np.zeros_like(mask)
     dilated = _dilate_disk(np.pad(mask, r), r)
     # erosion = not the dilation of the complement; the crop never reaches the padding's edge
     closed = ~_dilate_disk(~dilated, r)[r:-r, r:-r]
-    return ~_border_connected(~closed)  # binary_fill_holes: the same 4-connected holes
+    return ~_border_connected(~closed), closed  # binary_fill_holes: the same 4-connected holes
 
 
 def _dilate_disk(mask: np.ndarray, r: int) -> np.ndarray:
@@ -331,15 +422,17 @@ def _closing_radius(shape: tuple[int, ...]) -> int:
 
 
 def dominant_colours(lab: np.ndarray, lin: np.ndarray, fg: np.ndarray, n_colours: int,
-                     exclude_skin: bool = False) -> list[Colour]:
-    """Named colours covering at least MIN_SHARE of the foreground pixels (the largest always).
+                     exclude_skin: bool = False, edge: np.ndarray | None = None,
+                     ) -> tuple[list[Colour], list[Colour]]:
+    """Named colours covering at least MIN_SHARE of the foreground pixels (the largest
+    always), and every colour found, by decreasing share.
 
     `lab` is the image's CIELAB planes (3, h, w), `lin` its linear RGB (h, w, 3).
     With `exclude_skin`, skin-toned clusters do not count when the rest covers at least
     15% of the pixels (a product worn by a model); shares are then of the rest."""
     at = np.flatnonzero(fg)
     if len(at) == 0:
-        return []
+        return [], []
     at = at[_subsample_index(len(at))]
     lab, lin = lab.reshape(3, -1)[:, at], lin.reshape(-1, 3)[at].T
     assign, centres = kmeans(lab, _K)
@@ -347,22 +440,47 @@ def dominant_colours(lab: np.ndarray, lin: np.ndarray, fg: np.ndarray, n_colours
     counts = np.bincount(assign, minlength=k).astype(np.float64)
     lab_sum = np.stack([np.bincount(assign, lab[d], k) for d in range(3)], 1)
     lin_sum = np.stack([np.bincount(assign, lin[d], k) for d in range(3)], 1)
+    edge = np.zeros_like(fg) if edge is None else edge
+    rim = np.bincount(assign, edge.ravel()[at], k) / np.maximum(counts, 1)
     clusters = [_Cluster(counts[j] / n, (lab_sum[j] / counts[j]).astype(np.float32),
-                         (lin_sum[j] / counts[j]).astype(np.float32))
+                         (lin_sum[j] / counts[j]).astype(np.float32), float(rim[j]))
                 for j in range(k) if counts[j] > 0]
     merged = _merge_shading(clusters)
     if exclude_skin:
         rest = [c for c in merged if not is_skin(c.lab)]
         if rest and sum(c.share for c in rest) >= 0.15 and len(rest) < len(merged):
             total = sum(c.share for c in rest)
-            merged = [_Cluster(c.share / total, c.lab, c.lin) for c in rest]
+            merged = [_Cluster(c.share / total, c.lab, c.lin, c.rim) for c in rest]
     by_name: dict[str, _Cluster] = {}
     for c in merged:
         name = colour_name(c.lab)
         by_name[name] = by_name[name].merge(c) if name in by_name else c
     ranked = sorted(by_name.items(), key=lambda kv: (-kv[1].share, kv[0]))
-    out = [Colour(colour_name(c.lab, shades=True), c.share, c.lab) for _, c in ranked]
-    return [out[0]] + [c for c in out[1:n_colours] if c.share >= MIN_SHARE]
+    out = [Colour(colour_name(c.lab, shades=True), c.share, c.lab, c.rim) for _, c in ranked]
+    return [out[0]] + [c for c in out[1:n_colours] if c.share >= MIN_SHARE], out
+
+
+def accent_colour(said: list[str], ranked: list[Colour],
+                  labs: list[np.ndarray] = ()) -> str | None:
+    """The largest colour besides the ones said that covers at least _ACCENT of the
+    product, mostly off its edge (`Colour.rim`: outline, shadow, background seen through
+    it), is no shade of a colour the text already says and no blend of two of them (`labs`:
+    where two colours meet, pixels mix them): a trim, a logo."""
+    bases = {base_colour(name) for name in said}
+    for c in ranked:
+        if c.share < _ACCENT:
+            break
+        if c.rim < 0.5 and base_colour(c.name) not in bases and not any(
+                _between(c.lab, a, b) for a, b in itertools.combinations(labs, 2)):
+            return c.name
+    return None
+
+
+def _between(lab: np.ndarray, a: np.ndarray, b: np.ndarray, tolerance: float = 12.0) -> bool:
+    """Whether a CIELAB colour lies near the segment from a to b (a blend of the two)."""
+    ab = (b - a).astype(np.float64)
+    t = float(np.clip(np.dot(lab - a, ab) / max(float(ab @ ab), 1e-9), 0.0, 1.0))
+    return float(np.linalg.norm(lab - (a + t * ab))) < tolerance
 
 
 @dataclass
@@ -370,11 +488,13 @@ class _Cluster:
     share: float
     lab: np.ndarray  # mean CIELAB
     lin: np.ndarray  # mean linear RGB
+    rim: float = 0.0  # share of its pixels on the product's edge
 
     def merge(self, other: _Cluster) -> _Cluster:
         s = self.share + other.share
         wa, wb = self.share / s, other.share / s
-        return _Cluster(s, wa * self.lab + wb * other.lab, wa * self.lin + wb * other.lin)
+        return _Cluster(s, wa * self.lab + wb * other.lab, wa * self.lin + wb * other.lin,
+                        wa * self.rim + wb * other.rim)
 
     @property
     def luminance(self) -> float:
@@ -460,7 +580,7 @@ def _merge_shading(clusters: list[_Cluster]) -> list[_Cluster]:
         i, j = pair
         clusters[i] = clusters[i].merge(clusters.pop(j))
     total = sum(c.share for c in clusters)
-    return [_Cluster(c.share / total, c.lab, c.lin) for c in clusters]
+    return [_Cluster(c.share / total, c.lab, c.lin, c.rim) for c in clusters]
 
 
 @dataclass
@@ -733,13 +853,19 @@ def sentence(attrs: Attributes, labels: list[str], text: str = "") -> str:
     if len(attrs.colours) >= 2 and p != "polka-dot":
         share = attrs.colours[0].share / sum(c.share for c in attrs.colours)
         first += f" (about {int(round(share * 10)) * 10}% {attrs.colours[0].name})"
+    if attrs.accent:
+        first += f", with touches of {attrs.accent}"
     parts = [f"{first}."]
-    looks = [w for w in (attrs.size, attrs.shape) if w]
+    outline = attrs.outline.words() if attrs.outline else [attrs.shape] if attrs.shape else []
+    looks = [attrs.size] + outline if attrs.size else outline
     strength = attrs.strength if p not in (None, "solid", "graphic") else None
-    if looks or strength:
-        pattern_clause = f"a {strength} pattern" if strength else ""
-        parts.append(f"It is {_join(looks)}, with {pattern_clause}." if looks and strength
-                     else f"It is {_join(looks)}." if looks else f"It has {pattern_clause}.")
+    has = (["a hole"] if attrs.outline and attrs.outline.hole else []) + (
+        [f"a {strength} pattern"] if strength else [])
+    if looks:
+        parts.append(f"It is {_join(looks)}, with {_join(has)}." if has
+                     else f"It is {_join(looks)}.")
+    elif has:
+        parts.append(f"It has {_join(has)}.")
     if labels:
         parts.append(f"It looks like {_join([_with_article(x) for x in labels], 'or')}.")
     if text:
