@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from lvlmrec.describe.attributes import Attributes, Colour, Outline, analyse_image, sentence
+from lvlmrec.describe.attributes import (
+    Attributes,
+    Colour,
+    Outline,
+    analyse_image,
+    sentence,
+)
 
 SIZE = 128
 BACKGROUND, GREY, RED = (245, 245, 245), (120, 120, 120), (205, 30, 35)
