@@ -317,8 +317,11 @@ def foreground_mask(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.
     fg = closed
     if fg.mean() < 0.05:
         return everything, nothing, 0.0, nothing
-    holes, n = ndimage.label(closed & ~unfilled)
-    hole = np.bincount(holes.ravel())[1:].max() / fg.sum() if n else 0.0
+    filled = closed & ~unfilled
+    hole = 0.0
+    if filled.any():
+        holes, _ = ndimage.label(filled)
+        hole = np.bincount(holes.ravel())[1:].max() / fg.sum()
     return fg, _border_connected(~differs), float(hole), ~differs
 
 
