@@ -244,7 +244,7 @@ def _distance(planes: np.ndarray, point: np.ndarray) -> np.ndarray:
 
 
 def _pixels(planes: np.ndarray, where: np.ndarray) -> np.ndarray:
-    """`_subsample` of the pixels under a mask, as (3, n) columns, gathered directly."""
+    """At most _MAX_PIXELS of the pixels under a mask, evenly spaced, as (3, n) columns."""
     at = np.flatnonzero(where)
     return planes.reshape(3, -1)[:, at[_subsample_index(len(at))]]
 
@@ -351,17 +351,13 @@ def _erode(mask: np.ndarray, r: int) -> np.ndarray:
     return out
 
 
-def _close(mask: np.ndarray, r: int) -> np.ndarray:
-    """Morphological closing with a disk, then hole filling; pads so edges do not erode.
+def _close_and_fill(mask: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Morphological closing with a disk, then hole filling (pads so edges do not erode),
+    and the closing before its holes were filled.
 
     The same pixels as `binary_fill_holes(binary_closing(np.pad(mask, r), disk)[r:-r, r:-r])`
     at a fraction of its cost (tests/test_attributes_speed.py checks it).
     """
-    return _close_and_fill(mask, r)[0]
-
-
-def _close_and_fill(mask: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """`_close`, and the closing before its holes were filled."""
     if not mask.any():
         return np.zeros_like(mask), np.zeros_like(mask)
     dilated = _dilate_disk(np.pad(mask, r), r)
