@@ -1,8 +1,9 @@
 """The description audit of the demo's two offline describers, on a synthetic catalog.
 
 Runs prepare -> describe -> encode -> represent -> evaluate with the demo's describers
-(`attributes` with ImageNet labels, and without: `max_labels: 0`) and one text-only
-strategy per describer, then writes the rows of results/describers.csv (coverage, speed,
+(`attributes` with ImageNet labels, and without: `max_labels: 0`), a third without labels
+and without the silhouette words (`outline: false`, what attributes-v2 said of the
+outline), and one text-only strategy per describer, then writes the rows of results/describers.csv (coverage, speed,
 length, variety, fidelity, Recall@10 with CIs) and the paired test to
 benchmarks/results/describer_audit.json (or $OUT), with date, machine, load and command.
 
@@ -35,12 +36,15 @@ def config(n_items: int, n_users: int) -> dict:
         "dataset": {"format": "synthetic", "n_items": n_items, "n_users": n_users,
                     "image_size": 128},
         "describe": {"backend": "attributes", "batch_size": 64, "describers": {
-            "imagenet": {}, "colours": {"attributes": {"max_labels": 0}}}},
+            "imagenet": {}, "colours": {"attributes": {"max_labels": 0}},
+            "no_outline": {"attributes": {"max_labels": 0, "outline": False}}}},
         "encode": {"images": False},
         "represent": {"strategies": [
             {"name": "title_text", "kind": "text", "text": "title"},
             {"name": "lvlm_text", "kind": "text", "text": "description"},
-            {"name": "lvlm_text_colours", "kind": "text", "text": "description:colours"}]},
+            {"name": "lvlm_text_colours", "kind": "text", "text": "description:colours"},
+            {"name": "lvlm_text_no_outline", "kind": "text",
+             "text": "description:no_outline"}]},
         "evaluate": {"baseline": "title_text"},
         "report": {"n_case_studies": 0},
     }

@@ -6,6 +6,7 @@ from PIL import Image, ImageDraw
 
 from lvlmrec.describe.attributes import (
     Attributes,
+    AttributesDescriber,
     Colour,
     Outline,
     analyse_image,
@@ -80,3 +81,16 @@ def test_sentences_say_outline_hole_and_accent():
     assert sentence(plain, []) == "A solid grey product."
     holed = Attributes([Colour("grey", 1.0, None)], None, outline=Outline(1.0, 1.0, False, True))
     assert sentence(holed, []) == "A grey product. It has a hole."
+
+
+def test_outline_can_be_left_out():
+    """`outline: false` (describe.attributes) says only "tall"/"wide", as attributes-v2 did,
+    and is another describer (its own store key)."""
+    on, off = AttributesDescriber(max_labels=0), AttributesDescriber(max_labels=0, outline=False)
+    images = [_draw("dress"), _draw("sneaker")]
+    assert on.describe(images) == [
+        "A solid grey product. It is tall and wider at the base.",
+        "A solid grey product. It is small, very wide, wider at the base and asymmetric."]
+    assert off.describe(images) == ["A solid grey product.",
+                                    "A solid grey product. It is small and wide."]
+    assert off.settings()["outline"] is False and off.prompt_hash != on.prompt_hash

@@ -887,6 +887,7 @@ class AttributesDescriber(Describer):
         ocr: bool = False,
         categories: bool = True,
         exclude_skin: bool = True,
+        outline: bool = True,
         label_image_size: int = 224,
         device: str = "auto",
         image_encoder: ImageEncoder | None = None,
@@ -898,6 +899,7 @@ class AttributesDescriber(Describer):
         self.ocr = ocr
         self.categories = categories
         self.exclude_skin = exclude_skin
+        self.outline = outline
         self.label_image_size = label_image_size
         if ocr and importlib.util.find_spec("rapidocr_onnxruntime") is None:
             raise _ocr_missing()
@@ -921,6 +923,7 @@ class AttributesDescriber(Describer):
             "ocr": self.ocr,
             "categories": self.categories,
             "exclude_skin": self.exclude_skin,
+            "outline": self.outline,
         }
         if self.max_labels > 0:
             out["label_model"] = self._image_encoder().model_id
@@ -984,6 +987,8 @@ class AttributesDescriber(Describer):
                 texts.append("")
                 continue
             attrs = analyse_image(img, self.n_colours, self.patterns, self.exclude_skin)
+            if not self.outline:  # attributes-v2's outline words: tall or wide only
+                attrs.outline = None
             texts.append(sentence(attrs, lab, self._read_text(img) if self.ocr else ""))
         return texts
 
