@@ -118,7 +118,7 @@ def main() -> None:
     result["describer"] = describer.settings()
     result["seconds"] = round(seconds, 2)
     posters = args.posters / "posters"
-    if posters.is_dir():
+    if posters.is_dir() and args.max_posters > 0:
         files = sorted(posters.glob("*.jpg"), key=lambda p: int(p.stem))[:args.max_posters]
         poster_texts, poster_seconds = describe_all(describer, files)
         result["posters"] = {"n_items": len(files), **variety(poster_texts),
