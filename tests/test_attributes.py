@@ -161,7 +161,8 @@ def test_describer_sentences_without_labels():
     d = AttributesDescriber(max_labels=0)
     names = ("red solid", "navy/white stripes", "black dots on yellow")
     texts = d.describe([CASES[n][0] for n in names], ["t1", "t2", "t3"])
-    assert texts[0] == "A solid red product." and texts[2].startswith(
+    # the shirt's sleeves make its outline wider at the upper end
+    assert texts[0] == "A solid red product. It is wider at the upper end." and texts[2].startswith(
         "A yellow product with black polka dots.")
     assert texts[1].startswith("A navy and white striped product (about 50% navy).")
 
@@ -179,7 +180,7 @@ def test_describer_with_labels_is_deterministic_and_batch_independent():
 
 def test_describer_identity_and_settings():
     d = AttributesDescriber()
-    assert d.model_id == "attributes-v2" and d.backend == "attributes"
+    assert d.model_id == "attributes-v3" and d.backend == "attributes"
     s = d.settings()
     assert s["label_threshold"] == 0.15 and s["max_labels"] == 2 and s["ocr"] is False
     assert s["label_model"] == "efficientnet-lite0@224"
@@ -195,7 +196,7 @@ def test_corrupt_image_is_the_callers_error(tmp_path):
         load_image(bad)
     CASES["red solid"][0].save(tmp_path / "ok.png")
     assert AttributesDescriber(max_labels=0).describe([load_image(tmp_path / "ok.png")], [""]) == [
-        "A solid red product."
+        "A solid red product. It is wider at the upper end."
     ]
 
 

@@ -127,4 +127,4 @@ def test_describer_settings_name_the_new_options(categories):
     d = AttributesDescriber(categories=categories, max_labels=0)
     s = d.settings()
     assert s["categories"] is categories and s["exclude_skin"] is True
-    assert d.model_id == "attributes-v2"
+    assert d.model_id == "attributes-v3"

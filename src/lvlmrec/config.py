@@ -149,6 +149,9 @@ class AttributesSettings(Section):
     categories: bool = True
     #: skin-toned regions (a model wearing the product) are not named as its colour
     exclude_skin: bool = True
+    #: name the product's silhouette (tall, wider at the base, split at the base, a hole...);
+    #: false says only "tall"/"wide", as attributes-v2 did
+    outline: bool = True
     #: input side of the EfficientNet pass the labels come from; equal to encode.image_size,
     #: the describe and encode stages share one pass (encode/image_pass.py)
     label_image_size: int = Field(224, ge=32)

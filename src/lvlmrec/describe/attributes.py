@@ -1,28 +1,35 @@
 """The `attributes` describer: a cheap, offline CPU baseline for the LVLM describers.
 
-It writes one or two plain sentences per product image from measurable attributes:
+It writes a few plain sentences per product image from measurable attributes:
 - colours: the background (estimated from the border) is removed, foreground pixels are
   clustered in CIELAB, clusters that differ only by shading are merged, skin-toned clusters
   (a model wearing the product) are set aside when the product has other colours, and each
   cluster is named by the nearest of ~25 named colours, "light"/"dark" when its lightness
-  is far from that colour's; the second colour's share is said ("about 70% navy");
+  is far from that colour's; the second colour's share is said ("about 70% navy"), and a
+  smaller accent colour inside the product (a trim, a logo: not its outline, shadow or a
+  blend where two colours meet) as "with touches of red";
 - pattern: solid, striped, checked, polka-dot, zigzag, patterned or a printed graphic,
   from edge density and coverage, a gradient-orientation histogram, FFT periodicity and
   the shapes of the connected regions of a two-tone segmentation;
-- size, shape and pattern strength: "small"/"large" in the frame, a "tall"/"wide"
-  outline, a "fine"/"bold" pattern from its edge density;
+- size, outline and pattern strength: "small"/"large" in the frame; the silhouette's
+  proportions ("tall", "very wide"), taper ("wider at the base", "wider at the upper end"),
+  asymmetry (a boot's foot), a lower edge split in parts (legs, hanging sleeves) and a
+  hole (a bag's handle); a "fine"/"bold" pattern from its edge density;
 - what it is: EfficientNet-Lite0's ImageNet classes summed into product-category words
   (shoe, dress, bag...), named only when confident (`categories=False`: raw ImageNet labels);
 - optionally the text printed on the product (RapidOCR).
 
-Example: "A navy and white striped product (about 60% navy). It is tall, with a fine pattern.
-It looks like a top."
-Output is deterministic: no random initialisation, fixed pixel subsampling.
+Example: "A navy and white striped product (about 60% navy), with touches of red. It is
+tall and wider at the base, with a fine pattern. It looks like a dress."
+Output is deterministic: no random initialisation, fixed pixel subsampling. Its speed per
+stage is measured by benchmarks/cpu_stages.py.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +42,10 @@ from lvlmrec.encode.image import ImageEncoder
 from lvlmrec.errors import MissingDependencyError
 from lvlmrec.imageio import to_rgb
 
-VERSION = "attributes-v2"
+VERSION = "attributes-v3"
 ANALYSIS_SIZE = 160  # longer side, px; enough for stripes and dots, fast in numpy
 MIN_SHARE = 0.15  # a colour is named when it covers at least this share of the product
+_ACCENT = 0.04  # a smaller colour mostly inside the product is named as an accent from here
 _MAX_PIXELS = 6000  # colour clustering subsample
 _K = 6  # k-means clusters before merging
 
@@ -78,8 +86,13 @@ _NAME_WEIGHTS = np.array([1 / 1.5, 1.0, 1.0], dtype=np.float32)
 
 
 def srgb_to_linear(rgb: np.ndarray) -> np.ndarray:
+    if isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8:
+        return _SRGB_TABLE[rgb]  # the formula below, looked up
     c = np.asarray(rgb, dtype=np.float32) / 255.0
     return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+_SRGB_TABLE = srgb_to_linear(np.arange(256, dtype=np.int32))
 
 
 _XYZ = np.array(
@@ -141,6 +154,7 @@ class Colour:
     name: str
     share: float  # of foreground pixels
     lab: np.ndarray
+    rim: float = 0.0  # share of its pixels on the product's edge (`analyse_image`)
 
 
 @dataclass
@@ -154,10 +168,48 @@ class Attributes:
     shape: str | None = None  # "tall" or "wide" outline; None when squat or unknown
     size: str | None = None  # "small" or "large" share of the frame; None in between
     strength: str | None = None  # "fine" or "bold" pattern; None when unsure
+    outline: Outline | None = None  # the product's silhouette; None when it fills the frame
+    accent: str | None = None  # a smaller colour inside the product (trim, logo)
 
     @property
     def colour_names(self) -> list[str]:
         return [c.name for c in self.colours]
+
+
+#: outline bins: height / width of its box for "tall", width / height for "wide"
+_TALL, _VERY_TALL, _WIDE, _VERY_WIDE = 1.25, 1.6, 1.3, 1.75
+_WIDER_BELOW, _WIDER_ABOVE = 1.45, 0.8  # lower third's mean width / the upper third's
+_HOLE = 0.04  # a hole in the silhouette is named from this share of its area
+_ASYMMETRIC = 0.12  # |Outline.shift| from which the outline is "asymmetric"
+
+
+@dataclass
+class Outline:
+    """The product's silhouette, when it stands on a background."""
+
+    aspect: float  # height / width of its bounding box
+    taper: float  # mean width of its lower third / of its upper third
+    split: bool  # its lower edge is in two or more parts (legs, hanging sleeves)
+    hole: bool = False  # it has a hole (a bag's handle, a cut-out)
+    shift: float = 0.0  # its lower third's centre left or right of its upper third's, in widths
+
+    def words(self) -> list[str]:
+        """Plain words for its shape: "very tall", "wider at the base", "split at the
+        base"... (the hole is said apart: "with a hole")."""
+        words = []
+        if self.aspect >= _VERY_TALL or self.aspect >= _TALL:
+            words.append("very tall" if self.aspect >= _VERY_TALL else "tall")
+        elif 1 / self.aspect >= _WIDE:
+            words.append("very wide" if 1 / self.aspect >= _VERY_WIDE else "wide")
+        if self.taper >= _WIDER_BELOW:
+            words.append("wider at the base")
+        elif self.taper <= _WIDER_ABOVE:
+            words.append("wider at the upper end")
+        if abs(self.shift) >= _ASYMMETRIC:
+            words.append("asymmetric")  # a boot's foot, a shoe's toe
+        if self.split:
+            words.append("split at the base")
+        return words
 
 
 # --------------------------------------------------------------------------- analysis
@@ -167,14 +219,34 @@ def analyse_image(img: Image.Image, n_colours: int = 2, patterns: bool = True,
     small = to_rgb(img).copy()
     small.thumbnail((ANALYSIS_SIZE, ANALYSIS_SIZE), Image.Resampling.BOX)
     lin = srgb_to_linear(np.asarray(small))
-    lab = linear_to_lab(lin)
-    fg, outside = foreground_mask(lab)
-    colours = dominant_colours(lab[fg], lin[fg], n_colours, exclude_skin)
+    # One contiguous (h, w) plane per channel: numpy is slow over a 3-long last axis.
+    lab = np.ascontiguousarray(np.moveaxis(linear_to_lab(lin), -1, 0))
+    fg, outside, hole, plain = foreground_mask(lab)
+    # not the product's own colour: its rim (outline, shadow) and background-coloured
+    # pixels inside the silhouette (a handle's hole, a gap closing bridged)
+    edge = (fg & ~_erode(fg, 2)) | plain
+    colours, ranked = dominant_colours(lab, lin, fg, n_colours, exclude_skin, edge)
     attrs = detect_pattern(lab, fg, outside, colours) if patterns else Attributes(colours, None)
     attrs.shape = _shape(fg)
+    attrs.outline = _outline(fg, outside, hole)
+    said = [c.name for c in colours] + [n for n in (attrs.dot_colour, attrs.ground_colour) if n]
+    attrs.accent = accent_colour(said, ranked, [c.lab for c in colours])
     share = float(fg.mean())
     attrs.size = None if fg.all() else "small" if share < 0.2 else "large" if share > 0.5 else None
     return attrs
+
+
+def _distance(planes: np.ndarray, point: np.ndarray) -> np.ndarray:
+    """`np.linalg.norm(x - point, axis=-1)` of the points x whose coordinates are the rows
+    of `planes` (3, ...): the same sums in the same order, without a 3-long inner loop."""
+    d0, d1, d2 = (planes[j] - point[j] for j in range(3))
+    return np.sqrt((d0 * d0 + d1 * d1) + d2 * d2)
+
+
+def _pixels(planes: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """At most _MAX_PIXELS of the pixels under a mask, evenly spaced, as (3, n) columns."""
+    at = np.flatnonzero(where)
+    return planes.reshape(3, -1)[:, at[_subsample_index(len(at))]]
 
 
 def _shape(fg: np.ndarray) -> str | None:
@@ -186,51 +258,161 @@ def _shape(fg: np.ndarray) -> str | None:
     return "tall" if h >= 1.5 * w else "wide" if w >= 1.5 * h else None
 
 
-def foreground_mask(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The product's pixels, and the background-coloured pixels connected to the border.
+def _outline(fg: np.ndarray, outside: np.ndarray, hole: float = 0.0) -> Outline | None:
+    """Aspect, taper, lower-edge parts, hole and asymmetry of the product's silhouette
+    (None when the product fills the frame). Parts are counted on the background connected
+    to the border, which runs up between legs that closing the mask bridged."""
+    if fg.all() or not fg.any():
+        return None
+    ys, xs = np.flatnonzero(fg.any(1)), np.flatnonzero(fg.any(0))
+    y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+    h, w = y1 - y0, x1 - x0
+    if min(h, w) < 6:
+        return None
+    box = fg[y0:y1, x0:x1]
+    widths = box.sum(1)
+    third = h // 3
+    taper = float(widths[-third:].mean() / max(widths[:third].mean(), 1.0))
+    upper, lower = box[:third].sum(0), box[-third:].sum(0)
+    columns = np.arange(w)
+    shift = float((lower @ columns / max(lower.sum(), 1) - upper @ columns / max(upper.sum(), 1))
+                  / w)
+    # runs of product pixels in each of the lowest rows, the ones at least 4% wide
+    low = np.pad(~outside[y1 - max(2, round(0.12 * h)):y1, x0:x1], ((0, 0), (1, 1)))
+    step = np.diff(low.astype(np.int8), axis=1)
+    rows, starts = np.nonzero(step == 1)
+    ends = np.nonzero(step == -1)[1]
+    parts = np.bincount(rows[ends - starts >= max(2, 0.04 * w)], minlength=len(low))
+    return Outline(h / w, taper, bool(np.median(parts) >= 2), hole >= _HOLE, shift)
+
+
+def foreground_mask(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, np.ndarray]:
+    """The product's pixels, the background-coloured pixels connected to the border, the
+    largest hole in the product's silhouette (a bag's handle) as a share of it, and every
+    background-coloured pixel.
 
     Background-coloured regions inside the product (white stripes of a navy-and-white
-    shirt on a white background) are kept by closing the mask and filling its holes.
+    shirt on a white background) are kept by closing the mask and filling its holes; a
+    hole wider than the closing bridges is one the silhouette really has.
     When the border is not uniform (full-bleed photo) or almost nothing differs from it
     (a white shirt on white), the whole image is the product.
     """
-    h, w = lab.shape[:2]
+    h, w = lab.shape[1:]
     b = max(2, round(0.03 * min(h, w)))
-    border = np.concatenate(
-        [a.reshape(-1, 3) for a in (lab[:b], lab[-b:], lab[:, :b], lab[:, -b:])]
-    )
-    bg = np.median(border, axis=0)
+    border = np.concatenate(  # (3, n): the border strips' pixels
+        [a.reshape(3, -1) for a in (lab[:, :b], lab[:, -b:], lab[:, :, :b], lab[:, :, -b:])],
+        axis=1)
+    bg = np.median(border, axis=1)
     everything, nothing = np.ones((h, w), dtype=bool), np.zeros((h, w), dtype=bool)
-    if np.mean(np.linalg.norm(border - bg, axis=1) < 10) < 0.6:
-        return everything, nothing
-    differs = np.linalg.norm(lab - bg, axis=2) > 14
-    fg = ndimage.binary_opening(differs, np.ones((2, 2), bool))  # JPEG specks
-    r = _closing_radius(lab.shape)
-    closed = _close(fg, r)
+    if np.mean(_distance(border, bg) < 10) < 0.6:
+        return everything, nothing, 0.0, nothing
+    differs = _distance(lab, bg) > 14
+    fg = _open_specks(differs)  # JPEG specks
+    r = _closing_radius(lab.shape[1:])
+    closed, unfilled = _close_and_fill(fg, r)
     labels, n = ndimage.label(closed)
     if n >= 3 and np.sum(np.bincount(labels.ravel())[1:] >= 0.002 * closed.size) >= 3:
-        closed = _close(fg, round(2.5 * r))  # wide bands or big dots split the product
+        # wide bands or big dots split the product
+        closed, unfilled = _close_and_fill(fg, round(2.5 * r))
     fg = closed
     if fg.mean() < 0.05:
-        return everything, nothing
-    labels, _ = ndimage.label(~differs)
-    edge_labels = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    return fg, np.isin(labels, edge_labels[edge_labels > 0])
+        return everything, nothing, 0.0, nothing
+    filled = closed & ~unfilled
+    hole = 0.0
+    if filled.any():
+        holes, _ = ndimage.label(filled)
+        hole = np.bincount(holes.ravel())[1:].max() / fg.sum()
+    return fg, _border_connected(~differs), float(hole), ~differs
+
+
+def _border_connected(mask: np.ndarray) -> np.ndarray:
+    """The pixels of the mask's 4-connected regions that touch the image border."""
+    labels, n = ndimage.label(mask)
+    touching = np.zeros(n + 1, dtype=bool)
+    touching[labels[0]] = touching[labels[-1]] = True
+    touching[labels[:, 0]] = touching[labels[:, -1]] = True
+    touching[0] = False
+    return touching[labels]
 
 
 def _erode(mask: np.ndarray, r: int) -> np.ndarray:
-    """`binary_erosion(mask, iterations=r)` (cross element, outside = background) in one
-    pass: the pixels farther than r steps (4-connected) from the background."""
-    dist = ndimage.distance_transform_cdt(np.pad(mask, 1), metric="taxicab")[1:-1, 1:-1]
-    return dist > r
+    """`binary_erosion(mask, iterations=r)` (cross element, outside = background) by
+    slicing: the pixels farther than r steps (4-connected) from the background."""
+    out = mask
+    for _ in range(r):
+        kept = out.copy()
+        kept[1:] &= out[:-1]
+        kept[:-1] &= out[1:]
+        kept[:, 1:] &= out[:, :-1]
+        kept[:, :-1] &= out[:, 1:]
+        kept[[0, -1]] = False
+        kept[:, [0, -1]] = False
+        out = kept
+    return out
 
 
-def _close(mask: np.ndarray, r: int) -> np.ndarray:
-    """Morphological closing with a disk, then hole filling; pads so edges do not erode."""
-    yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
-    disk = xx**2 + yy**2 <= r * r
-    closed = ndimage.binary_closing(np.pad(mask, r), disk)[r:-r, r:-r]
-    return ndimage.binary_fill_holes(closed)
+def _close_and_fill(mask: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Morphological closing with a disk, then hole filling (pads so edges do not erode),
+    and the closing before its holes were filled.
+
+    The same pixels as `binary_fill_holes(binary_closing(np.pad(mask, r), disk)[r:-r, r:-r])`
+    at a fraction of its cost (tests/test_attributes_speed.py checks it).
+    """
+    if not mask.any():
+        return np.zeros_like(mask), np.zeros_like(mask)
+    dilated = _dilate_disk(np.pad(mask, r), r)
+    # erosion = not the dilation of the complement; the crop never reaches the padding's edge
+    closed = ~_dilate_disk(~dilated, r)[r:-r, r:-r]
+    return ~_border_connected(~closed), closed  # binary_fill_holes: the same 4-connected holes
+
+
+def _dilate_disk(mask: np.ndarray, r: int) -> np.ndarray:
+    """Binary dilation by the disk x² + y² <= r² (nothing outside the array): the disk is
+    2r + 1 horizontal segments, each a window sum of the mask's running row counts."""
+    h, w = mask.shape
+    # counts[:, r + 1 + j]: the row's mask pixels in columns 0..j (0 left of the image,
+    # the row's total right of it)
+    counts = np.zeros((h, w + 2 * r + 1), dtype=np.int32)
+    np.cumsum(mask, axis=1, out=counts[:, r + 1 : r + 1 + w])
+    counts[:, r + 1 + w :] = counts[:, r + w : r + w + 1]
+    segments: dict[int, np.ndarray] = {}
+    out = np.zeros((h, w), dtype=bool)
+    for dy in range(-r, r + 1):
+        half = math.isqrt(r * r - dy * dy)
+        if half not in segments:  # any mask pixel within `half` columns
+            segments[half] = (counts[:, r + half + 1 : r + half + 1 + w]
+                              > counts[:, r - half : r - half + w])
+        seg = segments[half]
+        if dy >= 0:
+            out[: h - dy] |= seg[dy:]
+        else:
+            out[-dy:] |= seg[: h + dy]
+    return out
+
+
+def _open_specks(mask: np.ndarray) -> np.ndarray:
+    """`ndimage.binary_opening(mask, np.ones((2, 2), bool))` by slicing: keeps the pixels
+    of every 2x2 block that lies wholly in the mask."""
+    blocks = np.zeros_like(mask)
+    blocks[:-1, :-1] = mask[1:, 1:] & mask[:-1, 1:] & mask[1:, :-1] & mask[:-1, :-1]
+    out = blocks.copy()
+    out[1:, 1:] |= blocks[:-1, :-1]
+    out[1:, :] |= blocks[:-1, :]
+    out[:, 1:] |= blocks[:, :-1]
+    return out
+
+
+def _dilate_cross(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """`ndimage.binary_dilation(mask, iterations=...)` (4-neighbour cross) by slicing."""
+    out = mask
+    for _ in range(iterations):
+        grown = out.copy()
+        grown[1:] |= out[:-1]
+        grown[:-1] |= out[1:]
+        grown[:, 1:] |= out[:, :-1]
+        grown[:, :-1] |= out[:, 1:]
+        out = grown
+    return out
 
 
 def _closing_radius(shape: tuple[int, ...]) -> int:
@@ -238,35 +420,66 @@ def _closing_radius(shape: tuple[int, ...]) -> int:
     return max(2, round(0.045 * max(shape[:2])))
 
 
-def dominant_colours(lab: np.ndarray, lin: np.ndarray, n_colours: int,
-                     exclude_skin: bool = False) -> list[Colour]:
-    """Named colours covering at least MIN_SHARE of the pixels (the largest always).
+def dominant_colours(lab: np.ndarray, lin: np.ndarray, fg: np.ndarray, n_colours: int,
+                     exclude_skin: bool = False, edge: np.ndarray | None = None,
+                     ) -> tuple[list[Colour], list[Colour]]:
+    """Named colours covering at least MIN_SHARE of the foreground pixels (the largest
+    always), and every colour found, by decreasing share.
 
+    `lab` is the image's CIELAB planes (3, h, w), `lin` its linear RGB (h, w, 3).
     With `exclude_skin`, skin-toned clusters do not count when the rest covers at least
     15% of the pixels (a product worn by a model); shares are then of the rest."""
-    if len(lab) == 0:
-        return []
-    lab, lin = _subsample(lab), _subsample(lin)
+    at = np.flatnonzero(fg)
+    if len(at) == 0:
+        return [], []
+    at = at[_subsample_index(len(at))]
+    lab, lin = lab.reshape(3, -1)[:, at], lin.reshape(-1, 3)[at].T
     assign, centres = kmeans(lab, _K)
-    counts = np.bincount(assign, minlength=len(centres)).astype(np.float64)
-    lab_sum = np.stack([np.bincount(assign, lab[:, d], len(centres)) for d in range(3)], 1)
-    lin_sum = np.stack([np.bincount(assign, lin[:, d], len(centres)) for d in range(3)], 1)
-    clusters = [_Cluster(counts[k] / len(lab), (lab_sum[k] / counts[k]).astype(np.float32),
-                         (lin_sum[k] / counts[k]).astype(np.float32))
-                for k in range(len(centres)) if counts[k] > 0]
+    k, n = len(centres), lab.shape[1]
+    counts = np.bincount(assign, minlength=k).astype(np.float64)
+    lab_sum = np.stack([np.bincount(assign, lab[d], k) for d in range(3)], 1)
+    lin_sum = np.stack([np.bincount(assign, lin[d], k) for d in range(3)], 1)
+    edge = np.zeros_like(fg) if edge is None else edge
+    rim = np.bincount(assign, edge.ravel()[at], k) / np.maximum(counts, 1)
+    clusters = [_Cluster(counts[j] / n, (lab_sum[j] / counts[j]).astype(np.float32),
+                         (lin_sum[j] / counts[j]).astype(np.float32), float(rim[j]))
+                for j in range(k) if counts[j] > 0]
     merged = _merge_shading(clusters)
     if exclude_skin:
         rest = [c for c in merged if not is_skin(c.lab)]
         if rest and sum(c.share for c in rest) >= 0.15 and len(rest) < len(merged):
             total = sum(c.share for c in rest)
-            merged = [_Cluster(c.share / total, c.lab, c.lin) for c in rest]
+            merged = [_Cluster(c.share / total, c.lab, c.lin, c.rim) for c in rest]
     by_name: dict[str, _Cluster] = {}
     for c in merged:
         name = colour_name(c.lab)
         by_name[name] = by_name[name].merge(c) if name in by_name else c
     ranked = sorted(by_name.items(), key=lambda kv: (-kv[1].share, kv[0]))
-    out = [Colour(colour_name(c.lab, shades=True), c.share, c.lab) for _, c in ranked]
-    return [out[0]] + [c for c in out[1:n_colours] if c.share >= MIN_SHARE]
+    out = [Colour(colour_name(c.lab, shades=True), c.share, c.lab, c.rim) for _, c in ranked]
+    return [out[0]] + [c for c in out[1:n_colours] if c.share >= MIN_SHARE], out
+
+
+def accent_colour(said: list[str], ranked: list[Colour],
+                  labs: list[np.ndarray] = ()) -> str | None:
+    """The largest colour besides the ones said that covers at least _ACCENT of the
+    product, mostly off its edge (`Colour.rim`: outline, shadow, background seen through
+    it), is no shade of a colour the text already says and no blend of two of them (`labs`:
+    where two colours meet, pixels mix them): a trim, a logo."""
+    bases = {base_colour(name) for name in said}
+    for c in ranked:
+        if c.share < _ACCENT:
+            break
+        if c.rim < 0.5 and base_colour(c.name) not in bases and not any(
+                _between(c.lab, a, b) for a, b in itertools.combinations(labs, 2)):
+            return c.name
+    return None
+
+
+def _between(lab: np.ndarray, a: np.ndarray, b: np.ndarray, tolerance: float = 12.0) -> bool:
+    """Whether a CIELAB colour lies near the segment from a to b (a blend of the two)."""
+    ab = (b - a).astype(np.float64)
+    t = float(np.clip(np.dot(lab - a, ab) / max(float(ab @ ab), 1e-9), 0.0, 1.0))
+    return float(np.linalg.norm(lab - (a + t * ab))) < tolerance
 
 
 @dataclass
@@ -274,11 +487,13 @@ class _Cluster:
     share: float
     lab: np.ndarray  # mean CIELAB
     lin: np.ndarray  # mean linear RGB
+    rim: float = 0.0  # share of its pixels on the product's edge
 
     def merge(self, other: _Cluster) -> _Cluster:
         s = self.share + other.share
         wa, wb = self.share / s, other.share / s
-        return _Cluster(s, wa * self.lab + wb * other.lab, wa * self.lin + wb * other.lin)
+        return _Cluster(s, wa * self.lab + wb * other.lab, wa * self.lin + wb * other.lin,
+                        wa * self.rim + wb * other.rim)
 
     @property
     def luminance(self) -> float:
@@ -290,29 +505,54 @@ class _Cluster:
 
 
 def kmeans(x: np.ndarray, k: int, iters: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """Lloyd's k-means with deterministic farthest-point initialisation."""
-    centres = [x[np.argmin(np.linalg.norm(x - np.median(x, axis=0), axis=1))]]
-    dist = np.linalg.norm(x - centres[0], axis=1)
+    """Lloyd's k-means with deterministic farthest-point initialisation.
+
+    `x` holds the points as columns (3, n); returns each point's cluster and the (k, 3)
+    centres."""
+    centres = [x[:, np.argmin(_distance(x, np.median(x, axis=1)))]]
+    dist = _distance(x, centres[0])
     for _ in range(1, k):
         i = int(np.argmax(dist))
         if dist[i] < 1.0:  # fewer distinct colours than k
             break
-        centres.append(x[i])
-        dist = np.minimum(dist, np.linalg.norm(x - x[i], axis=1))
+        centres.append(x[:, i])
+        dist = np.minimum(dist, _distance(x, x[:, i]))
     c = np.stack(centres).astype(np.float64)
-    x64 = x.astype(np.float64)
-    x2 = (x64 * x64).sum(1, keepdims=True)
-    assign = np.zeros(len(x), dtype=int)
+    columns = x.astype(np.float64)
+    x2 = (columns[0] * columns[0] + columns[1] * columns[1]) + columns[2] * columns[2]
+    twice = 2 * np.ascontiguousarray(columns.T)  # (n, 3) rows for the matrix product
+    k = len(c)
+    # Squared distances by expansion, x² - 2x·c + c², into one reused (n, k) buffer: fresh
+    # temporaries cost more in page faults than in arithmetic, and so do broadcasts over
+    # a k-long last axis. The same operations in the same order give the same values.
+    x2 = np.repeat(x2[:, None], k, axis=1)
+    d = np.empty((x.shape[1], k))
+    assign = np.zeros(x.shape[1], dtype=int)
     for _ in range(iters):
-        # squared distances by expansion: one matrix product instead of an (n, k, 3) array
-        assign = np.argmin(x2 - 2 * x64 @ c.T + (c * c).sum(1), axis=1)
-        counts = np.bincount(assign, minlength=len(c))
-        sums = np.stack([np.bincount(assign, x64[:, d], len(c)) for d in range(x.shape[1])], 1)
+        np.matmul(twice, c.T, out=d)
+        np.subtract(x2, d, out=d)
+        _add_to_rows(d, (c * c).sum(1))
+        # argmin (the first on a tie); for two clusters a comparison is 6x cheaper
+        assign = (d[:, 1] < d[:, 0]).astype(np.intp) if k == 2 else d.argmin(1)
+        counts = np.bincount(assign, minlength=k)
+        sums = np.stack([np.bincount(assign, col, k) for col in columns], 1)
         new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], c)
-        if np.allclose(new, c, atol=1e-3):
+        # np.allclose(new, c, atol=1e-3) without its overhead (values are finite)
+        if (np.abs(new - c) <= 1e-3 + 1e-5 * np.abs(c)).all():
             break
         c = new
     return assign, c.astype(x.dtype)
+
+
+def _add_to_rows(a: np.ndarray, v: np.ndarray, block: int = 256) -> None:
+    """`a += v` for an (n, k) array and a k-vector, over blocks of rows so that numpy's
+    inner loop runs block * k long instead of k long."""
+    n, k = a.shape
+    full = n - n % block
+    if full:
+        rows = a[:full].reshape(-1, block * k)
+        rows += np.tile(v, block)
+    a[full:] += v
 
 
 def _merge_shading(clusters: list[_Cluster]) -> list[_Cluster]:
@@ -324,12 +564,14 @@ def _merge_shading(clusters: list[_Cluster]) -> list[_Cluster]:
     clusters = [c for c in clusters if c.share >= 0.02]
     while len(clusters) > 1:
         best, pair = 0.04, None
+        lum = [c.luminance for c in clusters]
+        chroma = [c.chromaticity for c in clusters]
         for i in range(len(clusters)):
             for j in range(i + 1, len(clusters)):
-                lo, hi = sorted((clusters[i].luminance, clusters[j].luminance))
+                lo, hi = sorted((lum[i], lum[j]))
                 if lo < 0.3 * hi or hi < 0.01:
                     continue
-                d = float(np.linalg.norm(clusters[i].chromaticity - clusters[j].chromaticity))
+                d = float(np.linalg.norm(chroma[i] - chroma[j]))
                 if d < best:
                     best, pair = d, (i, j)
         if pair is None:
@@ -337,7 +579,7 @@ def _merge_shading(clusters: list[_Cluster]) -> list[_Cluster]:
         i, j = pair
         clusters[i] = clusters[i].merge(clusters.pop(j))
     total = sum(c.share for c in clusters)
-    return [_Cluster(c.share / total, c.lab, c.lin) for c in clusters]
+    return [_Cluster(c.share / total, c.lab, c.lin, c.rim) for c in clusters]
 
 
 @dataclass
@@ -356,14 +598,21 @@ def _regions(mask: np.ndarray, area_total: int) -> _Regions:
     labels, n = ndimage.label(mask)
     if n == 0:
         return _Regions(0, 0.0, 0.0, 0, 0.0, 0.0)
-    idx = np.arange(1, n + 1)
-    area = ndimage.sum_labels(mask, labels, idx)
-    yy, xx = np.indices(mask.shape)
-    my = ndimage.mean(yy, labels, idx)
-    mx = ndimage.mean(xx, labels, idx)
-    vy = ndimage.mean(yy * yy, labels, idx) - my**2
-    vx = ndimage.mean(xx * xx, labels, idx) - mx**2
-    cxy = ndimage.mean(xx * yy, labels, idx) - mx * my
+    # Per-region moments by bincount over the labelled pixels in row-major order: the
+    # same sums, in the same order, as ndimage.sum_labels/mean over the whole array.
+    at = np.flatnonzero(labels)
+    which = labels.ravel()[at]
+    yy, xx = np.divmod(at, mask.shape[1])
+    count = np.bincount(which, minlength=n + 1)[1:]
+    area = count.astype(np.float64)
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        return np.bincount(which, values, n + 1)[1:] / area
+
+    my, mx = mean(yy), mean(xx)
+    vy = mean(yy * yy) - my**2
+    vx = mean(xx * xx) - mx**2
+    cxy = mean(xx * yy) - mx * my
     tr, det = vx + vy, vx * vy - cxy**2
     disc = np.sqrt(np.maximum(tr**2 / 4 - det, 0))
     elong = np.sqrt((tr / 2 + disc) / np.maximum(tr / 2 - disc, 0.25))
@@ -400,24 +649,24 @@ def detect_pattern(
     n_int = int(interior.sum())
     if n_int < 300:
         return Attributes(colours, None)
-    light = lab[..., 0]
+    light = lab[0]
     gy, gx = ndimage.sobel(light, 0) / 8, ndimage.sobel(light, 1) / 8
     mag = np.hypot(gx, gy)
     strong = (mag > 6) & interior
     density = strong.sum() / n_int
 
     # Where: an all-over pattern has edges everywhere; a print or logo in one place.
-    ys, xs = np.nonzero(interior)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    inner = strong & ~ndimage.binary_dilation(outside, iterations=2)
-    cells = [
-        inner[a:b, c:d].sum() / n
-        for a, b in _split(y0, y1, 4)
-        for c, d in _split(x0, x1, 4)
-        if (n := interior[a:b, c:d].sum()) >= 0.3 * n_int / 16
-    ]
-    coverage = np.mean([e >= 0.02 for e in cells])
-    if coverage < 0.5 and max(cells) >= 0.05:
+    ys, xs = np.flatnonzero(interior.any(1)), np.flatnonzero(interior.any(0))
+    y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+    inner = strong & ~_dilate_cross(outside, 2)
+    # edge pixels per interior pixel in a 4x4 grid of cells over the interior's box,
+    # leaving out cells with little interior
+    rows, cols = _split(y0, y1, 4), _split(x0, x1, 4)
+    n = _cell_sums(interior, rows, cols)
+    cells = (_cell_sums(inner, rows, cols)[n >= 0.3 * n_int / 16]
+             / n[n >= 0.3 * n_int / 16])
+    coverage = np.mean(cells >= 0.02)
+    if coverage < 0.5 and cells.max() >= 0.05:
         return Attributes(colours, "graphic")
     if density < 0.03:
         return Attributes(colours, "solid" if len(colours) == 1 else None)
@@ -436,14 +685,15 @@ def detect_pattern(
     c1, c2 = window[p1], window[p2]
 
     # Two-tone segmentation of the interior, and the shapes of each tone's regions.
-    pix = _subsample(lab[interior])
-    _, centres = kmeans(pix, 2)
+    _, centres = kmeans(_pixels(lab, interior), 2)
     if len(centres) < 2:
         return Attributes(colours, "solid" if len(colours) == 1 else None)
-    near = np.argmin(((lab[..., None, :] - centres) ** 2).sum(-1), axis=-1)
-    masks = [interior & (near == t) for t in (0, 1)]
+    # nearer centre (argmin: the first on a tie), squared distances summed as ((0+1)+2)
+    d0, d1 = ((((lab[0] - c[0]) ** 2 + (lab[1] - c[1]) ** 2) + (lab[2] - c[2]) ** 2)
+              for c in centres)
+    second = d1 < d0
+    masks = [interior & ~second, interior & second]
     tones = [_regions(m, n_int) for m in masks]
-    periodic = _periodicity(light, interior, (y0, y1, x0, x1))
 
     for t in (0, 1):
         blobs, ground = tones[t], tones[1 - t]
@@ -452,7 +702,7 @@ def detect_pattern(
             continue
         # Squares in a connected ground: dots, unless the squares cover as much as the
         # ground (windowpane) or the ground is itself two bands of colour (gingham).
-        if ground.largest_share < 0.7 or blobs.share >= 0.3 or _two_toned(lab[masks[1 - t]]):
+        if ground.largest_share < 0.7 or blobs.share >= 0.3 or _two_toned(lab, masks[1 - t]):
             if blobs.n_compact >= 6 and (blobs.share >= 0.2 or ground.largest_share < 0.7):
                 return Attributes(colours, "checked",
                                   strength="fine" if blobs.n_compact >= 30 else "bold")
@@ -462,7 +712,7 @@ def detect_pattern(
                           strength="fine" if blobs.n_compact >= 30 else "bold")
     n_bands = sum(t.n_elongated for t in tones)
     strength = "fine" if density >= 0.25 else "bold" if density < 0.1 else None
-    if c1 >= 0.6 and (periodic >= 0.25 or n_bands >= 3):
+    if c1 >= 0.6 and (n_bands >= 3 or _periodicity(light, interior, (y0, y1, x0, x1)) >= 0.25):
         return Attributes(colours, "striped", strength=strength)
     if c1 + c2 >= 0.6 and c2 >= 0.2 and n_bands >= 3:
         return Attributes(colours, "zigzag", strength=strength)
@@ -471,25 +721,35 @@ def detect_pattern(
     return Attributes(colours, None)
 
 
-def _subsample(x: np.ndarray) -> np.ndarray:
-    """At most _MAX_PIXELS rows, evenly spaced: deterministic and unbiased for images."""
-    return x[np.linspace(0, len(x) - 1, min(len(x), _MAX_PIXELS)).astype(int)]
+def _subsample_index(n: int) -> np.ndarray:
+    """At most _MAX_PIXELS of n indices, evenly spaced: deterministic, unbiased for images."""
+    return np.linspace(0, n - 1, min(n, _MAX_PIXELS)).astype(int)
 
 
-def _two_toned(lab: np.ndarray) -> bool:
-    """Whether pixels form two clearly different colours, each a fifth or more."""
-    if len(lab) < 20:
+def _two_toned(lab: np.ndarray, where: np.ndarray) -> bool:
+    """Whether the pixels under the mask form two clearly different colours, each a fifth
+    or more."""
+    if where.sum() < 20:
         return False
-    assign, centres = kmeans(_subsample(lab), 2)
+    assign, centres = kmeans(_pixels(lab, where), 2)
     if len(centres) < 2:
         return False
     share = assign.mean()
     return min(share, 1 - share) >= 0.2 and float(np.linalg.norm(centres[0] - centres[1])) > 20
 
 
-def _split(lo: int, hi: int, n: int) -> list[tuple[int, int]]:
-    edges = np.linspace(lo, hi, n + 1).round().astype(int)
-    return list(zip(edges[:-1], edges[1:]))
+def _split(lo: int, hi: int, n: int) -> np.ndarray:
+    """The n + 1 edges of n near-equal parts of [lo, hi)."""
+    return np.linspace(lo, hi, n + 1).round().astype(int)
+
+
+def _cell_sums(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """`mask[rows[i]:rows[i + 1], cols[j]:cols[j + 1]].sum()` for every cell (i, j),
+    flattened row by row, from one summed-area table."""
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64)
+    np.cumsum(np.cumsum(mask, axis=0), axis=1, out=table[1:, 1:])
+    corners = table[np.ix_(rows, cols)]
+    return (corners[1:, 1:] - corners[:-1, 1:] - corners[1:, :-1] + corners[:-1, :-1]).ravel()
 
 
 def _periodicity(light: np.ndarray, interior: np.ndarray, box: tuple[int, int, int, int]) -> float:
@@ -592,13 +852,19 @@ def sentence(attrs: Attributes, labels: list[str], text: str = "") -> str:
     if len(attrs.colours) >= 2 and p != "polka-dot":
         share = attrs.colours[0].share / sum(c.share for c in attrs.colours)
         first += f" (about {int(round(share * 10)) * 10}% {attrs.colours[0].name})"
+    if attrs.accent:
+        first += f", with touches of {attrs.accent}"
     parts = [f"{first}."]
-    looks = [w for w in (attrs.size, attrs.shape) if w]
+    outline = attrs.outline.words() if attrs.outline else [attrs.shape] if attrs.shape else []
+    looks = [attrs.size] + outline if attrs.size else outline
     strength = attrs.strength if p not in (None, "solid", "graphic") else None
-    if looks or strength:
-        pattern_clause = f"a {strength} pattern" if strength else ""
-        parts.append(f"It is {_join(looks)}, with {pattern_clause}." if looks and strength
-                     else f"It is {_join(looks)}." if looks else f"It has {pattern_clause}.")
+    has = (["a hole"] if attrs.outline and attrs.outline.hole else []) + (
+        [f"a {strength} pattern"] if strength else [])
+    if looks:
+        parts.append(f"It is {_join(looks)}, with {_join(has)}." if has
+                     else f"It is {_join(looks)}.")
+    elif has:
+        parts.append(f"It has {_join(has)}.")
     if labels:
         parts.append(f"It looks like {_join([_with_article(x) for x in labels], 'or')}.")
     if text:
@@ -621,6 +887,7 @@ class AttributesDescriber(Describer):
         ocr: bool = False,
         categories: bool = True,
         exclude_skin: bool = True,
+        outline: bool = True,
         label_image_size: int = 224,
         device: str = "auto",
         image_encoder: ImageEncoder | None = None,
@@ -632,6 +899,7 @@ class AttributesDescriber(Describer):
         self.ocr = ocr
         self.categories = categories
         self.exclude_skin = exclude_skin
+        self.outline = outline
         self.label_image_size = label_image_size
         if ocr and importlib.util.find_spec("rapidocr_onnxruntime") is None:
             raise _ocr_missing()
@@ -655,6 +923,7 @@ class AttributesDescriber(Describer):
             "ocr": self.ocr,
             "categories": self.categories,
             "exclude_skin": self.exclude_skin,
+            "outline": self.outline,
         }
         if self.max_labels > 0:
             out["label_model"] = self._image_encoder().model_id
@@ -720,6 +989,8 @@ class AttributesDescriber(Describer):
                 texts.append("")
                 continue
             attrs = analyse_image(img, self.n_colours, self.patterns, self.exclude_skin)
+            if not self.outline:  # attributes-v2's outline words: tall or wide only
+                attrs.outline = None
             texts.append(sentence(attrs, lab, self._read_text(img) if self.ocr else ""))
         return texts
 
