@@ -8,8 +8,10 @@ legible there: the figures are drawn at 110 dpi with no text under 7 pt (about 1
 or more. A figure the page shrinks further fails the check (exit status 1), named with the
 scale it is shown at.
 
-    python docs/make_report_screenshot.py [--workdir runs/demo] [--out report_screens]
+    python docs/make_report_screenshot.py [--workdir runs/demo] [--out DIR]
                                           [--width 1400] [--min-scale 0.9]
+
+The screenshots go to DIR (default: the run's report/screens/).
 """
 
 from __future__ import annotations
@@ -36,9 +38,9 @@ FIGURES = """
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workdir", type=Path, default=Path("runs/demo"))
-    parser.add_argument("--out", type=Path, default=Path("report_screens"),
-                        help="folder for page.png and one PNG per figure")
+    parser.add_argument("--workdir", "-w", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--out", type=Path, help="folder for page.png and one PNG per figure "
+                        "(default: WORKDIR/report/screens)")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--min-scale", type=float, default=0.9)
     args = parser.parse_args()
@@ -51,6 +53,7 @@ def main() -> int:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
+    args.out = args.out or args.workdir / "report" / "screens"
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as profile, \
             headless_chromium(profile, args.width, 1000) as driver:

@@ -244,8 +244,8 @@ def test_every_status_code_is_documented(client, run, tmp_path):
     table = table.split("| endpoint |")[0]
     documented = {int(c) for c in re.findall(r"^\| (\d{3}) \|", table, re.M)}
     source = (root / "src" / "lvlmrec" / "serve" / "app.py").read_text()
-    raised = {int(c) for c in re.findall(r"HTTPException\((\d{3})|status_code=(\d{3})", source)
-              for c in c if c}
+    raised = {int(a or b) for a, b in re.findall(r"HTTPException\((\d{3})|status_code=(\d{3})",
+                                                 source)}
     assert raised and raised <= documented, raised - documented
 
     outside = tmp_path / "outside.png"
