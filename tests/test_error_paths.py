@@ -259,6 +259,14 @@ CASES = [
     ("serve-workdir-is-a-file", lambda t: ["serve", "-w", a_file(t)], ["no run directory"]),
     ("serve-bad-index", lambda t: ["serve", "-w", t, "--index", "faiss"], ["--index"]),
     ("serve-no-dataset", lambda t: ["serve", "-w", t], ["prepare"]),
+    # ---- usage errors (click's): one line too, never Typer's box
+    ("run-no-such-option", lambda t: ["run", "-w", t / "wd", "--no-such-option"],
+     ["No such option: --no-such-option", "lvlmrec run --help"]),
+    ("recommend-missing-option", lambda t: ["recommend", "-w", t, "--out", t / "r.csv"],
+     ["Missing option", "--representation"]),
+    ("recommend-bad-k", lambda t: ["recommend", "-w", t, "-r", "x", "-o", t / "r.csv",
+                                   "--k", "many"], ["--k", "integer"]),
+    ("no-such-command", lambda t: ["evalute", "-w", t], ["No such command", "'evaluate'"]),
 ]
 
 
@@ -309,3 +317,33 @@ def test_validation_itself_is_fast():
     t0 = time.perf_counter()
     validate_run(cfg, "demo", ["prepare", "evaluate"])
     assert time.perf_counter() - t0 < 2.0
+
+
+def test_errors_stay_one_line_in_a_narrow_terminal(tmp_path):
+    """A 40-column terminal wraps nothing: rich would break a long error (or box a usage
+    error) at the terminal's width, and the file or key named would be split across lines."""
+    import os
+    import subprocess
+    import sys
+
+    import lvlmrec
+
+    src = str(Path(lvlmrec.__file__).resolve().parents[1])
+    env = {**os.environ, "COLUMNS": "40", "LINES": "20",
+           "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    cases = [
+        (["prepare", "-f", "csv", "--items", csv_items(tmp_path), "--interactions",
+          csv_events(tmp_path), "-w", tmp_path / "wd", "--set", "time_col=no_such_column"],
+         ["events.csv", "no column 'no_such_column'"]),
+        (["run", "-w", tmp_path / "wd", "--no-such-option-with-a-long-name"],
+         ["No such option: --no-such-option-with-a-long-name", "--help"]),
+    ]
+    for args, needles in cases:
+        proc = subprocess.run([sys.executable, "-m", "lvlmrec.cli", *map(str, args)],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr and "\u256d" not in proc.stdout + proc.stderr
+        line = error_line(proc.stdout)
+        assert len(line) > 40
+        for needle in needles:
+            assert needle in line, (needle, line)

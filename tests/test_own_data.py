@@ -91,10 +91,21 @@ def test_represent_without_strategies_is_an_error(movielens_copy, capsys):
 def test_readme_own_data_commands_run_verbatim(movielens_copy, capsys):
     import pandas as pd
 
-    for command in readme_commands():
+    commands = readme_commands()
+    for command in commands:
         code, out = lvlmrec(command, capsys)
         assert code == 0, f"lvlmrec {' '.join(command)}: {out}"
-    recs = pd.read_parquet(movielens_copy / "recs.parquet")
-    users = pd.read_csv(movielens_copy / "ratings.csv")["user_id"].astype(str)
-    assert set(recs["user_source_id"]) == set(users)
+    recommend = next(c for c in commands if c[0] == "recommend")
+    k = int(recommend[recommend.index("--k") + 1])
+    recs = pd.read_parquet(movielens_copy / recommend[recommend.index("--out") + 1])
+    ratings = pd.read_csv(movielens_copy / "ratings.csv").astype({"user_id": str,
+                                                                  "movie_id": str})
+    # every user, by their own ids, k items each, none they rated (history is excluded)
+    assert set(recs["user_source_id"]) == set(ratings["user_id"])
+    assert (recs.groupby("user_source_id").size() == k).all()
+    movies = pd.read_csv(movielens_copy / "items.csv")["movie_id"].astype(str)
+    assert set(recs["item_source_id"]) <= set(movies)
+    rated = set(zip(ratings["user_id"], ratings["movie_id"]))
+    assert not any(pair in rated for pair in zip(recs["user_source_id"],
+                                                 recs["item_source_id"]))
     assert (movielens_copy / "D" / "report" / "report.html").is_file()

@@ -66,6 +66,40 @@ def test_figures_stay_legible_at_any_number_of_representations():
             assert ax.get_yticklabels()[0].get_fontsize() >= 7.5
 
 
+def test_every_figure_fits_the_report_column():
+    """The report shows figures at up to 100% in a 1200 px column (1400 px window): a wider
+    figure is shrunk and its 7 pt text drops under 10 px (docs/make_report_screenshot.py
+    checks a real report in Chromium)."""
+    from lvlmrec.report.cold import warm_cold_figure
+    from lvlmrec.report.describers import describer_bars
+
+    names = [f"representation_{i}" for i in range(40)]
+    sig = _significance(names, names[0])
+    text_only = [{"name": n, "kind": "text", "text": ["title", "description", "metadata"][i % 3]}
+                 for i, n in enumerate(names[:9])]
+    curves = {n: {"loss": [3.0, 2.0], "valid_epoch": [0, 1], "valid_recall": [0.1, 0.2],
+                  "best_epoch": 1} for n in names[:7]}
+    cold = pd.DataFrame([{"representation": n, "bin": b, "bin_order": o, "value": 0.1,
+                          "ci_low": 0.05, "ci_high": 0.15, "note": ""}
+                         for n in names[:24] for o, b in enumerate(["0", "1-4", "5+"])])
+    audit = pd.DataFrame({"describer": [f"describer_{i}" for i in range(4)],
+                          **{f"fidelity_{c}": [0.5] * 4 for c in ("colour", "category",
+                                                                   "pattern", "label", "x")}})
+    drawn = {
+        "improvement": figures.improvement(sig, names, METRICS[:2], names[0], "full"),
+        "improvement, 4 metrics": figures.improvement(sig, names, METRICS, names[0], "full"),
+        "ablation": figures.ablation(sig, text_only, {"with title": names[:2],
+                                                      "without": names[2:4]}, "recall@10",
+                                     "full"),
+        "training curves": figures.training_curves(curves, "full"),
+        "cold": warm_cold_figure(cold, names[:24], set(), "recall@10", "full"),
+        "describers": describer_bars(audit, [c for c in audit if c != "describer"], "share"),
+    }
+    for name, fig in drawn.items():
+        width, _ = _size(fig)
+        assert width <= 1200, (name, width)
+
+
 def test_slice_panels_mark_small_bins_and_drop_an_empty_cold_panel():
     names = ["a", "b", "c"]
     fig = figures.history_slices(_slices(names, True), names, "recall@10", "full", "a")

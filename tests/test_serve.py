@@ -233,6 +233,48 @@ def test_errors_name_what_is_wrong(client, method, url, body, status, needle):
     assert needle in response.text
 
 
+def test_every_status_code_is_documented(client, run, tmp_path):
+    """docs/serve.md's status table lists every code the server's code answers, and every
+    listed code but 500 is answered by some request."""
+    from importlib.metadata import version
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    table = (root / "docs" / "serve.md").read_text().split("### Status codes")[1]
+    table = table.split("| endpoint |")[0]
+    documented = {int(c) for c in re.findall(r"^\| (\d{3}) \|", table, re.M)}
+    source = (root / "src" / "lvlmrec" / "serve" / "app.py").read_text()
+    raised = {int(a or b) for a, b in re.findall(r"HTTPException\((\d{3})|status_code=(\d{3})",
+                                                 source)}
+    assert raised and raised <= documented, raised - documented
+
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (4, 4), "red").save(outside)
+    paths = list(run.image_paths)
+    paths[1] = outside
+    refusing = TestClient(create_app(run=dataclasses.replace(run, image_paths=paths)))
+    etag = client.get("/static/app.js").headers["etag"]
+    ranges = tuple(map(int, version("starlette").split(".")[:2])) >= (0, 39)
+    answered = {
+        200: client.get("/health"),
+        304: client.get("/static/app.js", headers={"If-None-Match": etag}),
+        400: client.get("/search?q=red&representation=vision_only"),
+        403: refusing.get("/items/1/image"),
+        404: client.get(f"/users/{run.n_users}"),
+        405: client.get("/recommendations"),
+        422: client.get("/users/1/recommendations?k=0"),
+    }
+    if ranges:  # older Starlette sends the whole file
+        size = run.image_paths[4].stat().st_size
+        answered[206] = client.get("/items/4/image", headers={"Range": "bytes=0-9"})
+        answered[416] = client.get("/items/4/image", headers={"Range": f"bytes={size + 10}-"})
+        assert client.get("/items/4/image", headers={"Range": "bytes=x"}).status_code == 400
+        assert answered[206].content == run.image_paths[4].read_bytes()[:10]
+    for code, response in answered.items():
+        assert response.status_code == code, (code, response.status_code, response.text)
+    assert documented - {500} == set(answered) | ({206, 416} if not ranges else set())
+
+
 # --------------------------------------------------------------------------- items
 def test_item_detail_and_image(client, run, dataset):
     detail = client.get("/items/4").json()

@@ -396,7 +396,7 @@ def info(workdir: Path = WorkdirOpt,
         try:
             _print_plan(load_run_config(None, workdir), workdir)
         except LvlmrecError as err:
-            console.print(f"  cannot tell: {escape(str(err))}", highlight=False)
+            console.print(f"  cannot tell: {escape(str(err))}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -478,17 +478,51 @@ def serve(
                 access_log=access_log, log_level="info")
 
 
+def _print_error(message: str) -> None:
+    """`error: MESSAGE` on one line however narrow the terminal (never wrapped or boxed)."""
+    console.print(f"[bold red]error:[/bold red] {escape(message)}", highlight=False,
+                  soft_wrap=True)
+
+
+def _click_errors() -> Any:
+    """The click exceptions module Typer raises from: its own copy since Typer 0.2x."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # older Typer runs on click itself
+        from click import exceptions
+    return exceptions
+
+
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    errors = _click_errors()
     try:
-        app()
+        # not standalone: usage errors come here (Typer would box and wrap them), and an
+        # interrupt comes back as status 130; the commands themselves return None
+        code = app(standalone_mode=False)
+    except errors.UsageError as err:
+        if type(err).__name__ == "NoArgsIsHelpError":  # `lvlmrec` alone: the help
+            if err.format_message().strip():
+                err.show()
+            sys.exit(2)
+        where = err.ctx.command_path if err.ctx is not None else "lvlmrec"
+        _print_error(f"{err.format_message()} (see `{where} --help`)")
+        sys.exit(2)
+    except errors.ClickException as err:
+        _print_error(err.format_message())
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        console.print("aborted")
+        sys.exit(1)
     except LvlmrecError as err:
-        console.print(f"[bold red]error:[/bold red] {escape(str(err))}", highlight=False,
-                      soft_wrap=True)  # one line however narrow the terminal
+        _print_error(str(err))
         sys.exit(2)
     except KeyboardInterrupt:
+        code = 130
+    if code == 130:
         console.print("\ninterrupted: finished work is kept; run the same command to resume")
-        sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

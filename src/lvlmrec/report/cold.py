@@ -118,8 +118,8 @@ def warm_cold_figure(rows: pd.DataFrame, names: list[str], unranked: set[str], m
     """Grouped bars: one group per representation, one bar per training-interaction bin;
     an n/a bin is written out, not drawn as zero."""
     bins = rows.drop_duplicates("bin_order").sort_values("bin_order")["bin"].tolist()
-    fig, ax = figures._subplots(figsize=(max(6.5, 0.7 * len(names) * max(1, len(bins)) / 1.5
-                                             + 2), 4.2))
+    fig_width = max(6.5, 0.7 * len(names) * max(1, len(bins)) / 1.5 + 2)
+    fig, ax = figures._subplots(figsize=(min(figures.FIG_WIDTH, fig_width), 4.2))  # shown at 100%
     width = 0.8 / len(bins)
     x = np.arange(len(names))
     for j, (b, colour) in enumerate(zip(bins, figures.COLOURS)):

@@ -206,7 +206,8 @@ class DescribersSection:
 
 def describer_bars(audit: pd.DataFrame, columns: list[str], ylabel: str, ci: bool = False):
     """Grouped bars: one group per describer, one bar per column (CIs when asked)."""
-    fig, ax = figures._subplots(figsize=(max(5.0, 1.2 * len(audit) * len(columns) + 1.5), 3.4))
+    fig_width = max(5.0, 1.2 * len(audit) * len(columns) + 1.5)
+    fig, ax = figures._subplots(figsize=(min(figures.FIG_WIDTH, fig_width), 3.4))  # shown at 100%
     width = 0.8 / len(columns)
     x = np.arange(len(audit))
     for j, col in enumerate(columns):

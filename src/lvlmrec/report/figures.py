@@ -96,13 +96,18 @@ def _labels(order: list[str], baseline: str) -> list[str]:
 
 def improvement(sig: pd.DataFrame, order: list[str], metrics: list[str], baseline: str,
                 protocol_label: str):
-    """Relative improvement over the baseline with CIs; solid bars: BH-adjusted p < 0.05."""
+    """Relative improvement over the baseline with CIs; solid bars: BH-adjusted p < 0.05.
+    One panel per metric, two a row, at most FIG_WIDTH wide."""
     others = [n for n in order if n != baseline]
-    fig, axes = _subplots(1, len(metrics), figsize=(3.4 * len(metrics) + 1.5,
-                                                       0.38 * len(others) + 1.6),
-                             sharey=True, squeeze=False)
+    n_cols = min(2, len(metrics))
+    n_rows = -(-len(metrics) // n_cols)
+    fig, axes = _subplots(n_rows, n_cols, figsize=(min(FIG_WIDTH, 3.4 * n_cols + 1.5),
+                                                   n_rows * (0.38 * len(others) + 1.6)),
+                          sharey=True, squeeze=False)
+    for ax in axes.ravel()[len(metrics):]:
+        ax.set_visible(False)
     y = np.arange(len(others))
-    for j, (ax, metric) in enumerate(zip(axes[0], metrics)):
+    for j, (ax, metric) in enumerate(zip(axes.ravel(), metrics)):
         rows = sig[sig["metric"] == metric].set_index("representation").loc[others]
         rel = rows["rel_improvement"].to_numpy() * 100
         err = np.vstack([(rows["rel_improvement"] - rows["rel_ci_low"]).fillna(0).clip(lower=0),
@@ -117,9 +122,9 @@ def improvement(sig: pd.DataFrame, order: list[str], metrics: list[str], baselin
         ax.set_title(metric, fontsize=10)
         ax.set_xlabel(f"% vs {baseline}")
         ax.grid(axis="x", alpha=0.3)
-        if j == 0:
+        if j % n_cols == 0:
             ax.set_yticks(y)
-            ax.set_yticklabels(others)
+            ax.set_yticklabels(others, fontsize=_label_size(others))
     axes[0][0].invert_yaxis()
     fig.suptitle("Improvement over the baseline (95% CI; grey: not significant, BH-adjusted "
                  "paired t-test)", fontsize=10)
@@ -171,7 +176,7 @@ def ablation(sig: pd.DataFrame, text_only: list[dict], prompt_groups: dict[str, 
     (drawn only when `prompt_groups` has both)."""
     rows = sig[sig["metric"] == metric].set_index("representation")
     panels = 2 if len(prompt_groups) >= 2 else 1
-    fig, axes = _subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
+    fig, axes = _subplots(1, panels, figsize=(min(FIG_WIDTH, 5.5 * panels), 4), squeeze=False)
     ax = axes[0][0]
     sources = list(dict.fromkeys(s["text"] for s in text_only))
     for i, src in enumerate(sources):
