@@ -1,0 +1,70 @@
+"""benchmarks/_recbole.py: RecBole's SASRec gets exactly lvlmrec's loo split and is ranked by
+lvlmrec's evaluator; benchmarks/sequential.py's goal check (RecBole is a `bench` extra: the
+training test is skipped without it)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lvlmrec.data.schema import Dataset
+from lvlmrec.data.synthetic import synthetic_tables
+from lvlmrec.evaluate.ranking import evaluate_model
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import _recbole  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ds():
+    items, inter, users = synthetic_tables(120, 100, 0, sequential_strength=0.8, split="loo")
+    return Dataset(items, inter, users)
+
+
+def test_ranks_put_train_in_our_order_then_valid_then_test(ds):
+    users, items, ranks = _recbole.split_ranks(ds)
+    train_order = ds.order_matrix("train").toarray()
+    valid, test = ds.matrix("valid").toarray(), ds.matrix("test").toarray()
+    for u in range(ds.n_users):
+        mine = np.flatnonzero(users == u)
+        by_rank = items[mine][np.argsort(ranks[mine])]
+        assert sorted(ranks[mine]) == list(range(1, len(mine) + 1))
+        train = np.flatnonzero(train_order[u])
+        assert list(by_rank[:len(train)]) == list(train[np.argsort(train_order[u, train])])
+        assert valid[u, by_rank[-2]] and test[u, by_rank[-1]]
+
+
+def test_recbole_sasrec_trains_on_our_split_and_is_ranked_by_our_evaluator(ds):
+    pytest.importorskip("recbole")
+    model = _recbole.RecBoleSASRec(max_len=8, hidden=16, inner_size=16, epochs=2, patience=1,
+                                   batch_size=256, verbose=False).fit(ds)  # checks the split
+    assert model.best_epoch_ in (0, 1) and 0 <= model.valid_recall_ <= 1
+    assert set(model.recbole_test_) == {"recall@10", "recall@20", "ndcg@10", "ndcg@20"}
+    history, order = ds.matrix(("train", "valid")), ds.order_matrix(("train", "valid"))
+    users = np.arange(ds.n_users)
+    per_user = evaluate_model(model, users, history, ds.matrix("test"), ks=[20],
+                              show_progress=False, order=order)
+    assert len(per_user) == ds.n_users and per_user["recall@20"].between(0, 1).all()
+    # order reaches it: the same items reversed score differently
+    scores = model.score(users[:5], history[:5], order[:5])
+    flipped = order[:5].copy()
+    flipped.data = -flipped.data
+    assert scores.shape == (5, ds.n_items)
+    assert not np.allclose(scores, model.score(users[:5], history[:5], flipped))
+
+
+def test_goal_is_ours_at_least_recbole_minus_one_standard_error():
+    import sequential as bench
+
+    rng = np.random.default_rng(0)
+    theirs = {"recall@20": rng.random(400)}
+    se = theirs["recall@20"].std(ddof=1) / np.sqrt(400)
+    close = bench.compare({"recall@20": theirs["recall@20"] - 0.5 * se}, theirs)["recall@20"]
+    assert close["at_least_recbole_minus_one_se"] and close["difference"] < 0
+    far = bench.compare({"recall@20": theirs["recall@20"] - 2 * se}, theirs)["recall@20"]
+    assert not far["at_least_recbole_minus_one_se"]
+    assert far["difference_se"] == 0.0  # a constant shift: the paired difference has no spread
