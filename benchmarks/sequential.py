@@ -93,12 +93,13 @@ def rows(threads: int) -> dict[str, list]:
                       patience=5, num_threads=threads) for r in (0.01, 0.1)],
         # RecBole's SASRec with our shape (max_len, hidden, layers, heads, dropout, CE loss,
         # lr); its own defaults otherwise (inner_size 256, post-norm) except the batch of 256
-        # sequences (RecBole's default 2048, the SASRec paper's 128) and a patience of 3 of
-        # its epochs: one RecBole epoch is every prefix of every user (~96k sequences of 50),
-        # about 2 minutes on one thread, and at 256 it peaks within a few of them
+        # sequences (RecBole's default 2048, the SASRec paper's 128), a patience of 3 of its
+        # epochs and at most 20 of them: one RecBole epoch is every prefix of every user
+        # (~96k sequences of 50), 1-2 minutes on 2 CPU cores, and at 256 it takes ~375 Adam
+        # steps per epoch (ours: ~19 per epoch of ~2.4k windows)
         "recbole_sasrec": [_recbole.RecBoleSASRec(max_len=50, hidden=64, n_layers=2,
                                                   n_heads=2, dropout=0.2, learning_rate=1e-3,
-                                                  batch_size=256, epochs=30, patience=3,
+                                                  batch_size=256, epochs=20, patience=3,
                                                   seed=0)],
     }
 
