@@ -131,6 +131,7 @@ def compare(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> dict:
         out[key] = {"ours": round(m_o, 4), "ours_se": round(se_o, 4),
                     "recbole": round(m_r, 4), "recbole_se": round(se_r, 4),
                     "difference": round(d, 4), "difference_se": round(se_d, 4),
+                    "abs_difference": round(abs(d), 4),  # docs quote it with "higher/lower"
                     "at_least_recbole_minus_one_se": bool(m_o >= m_r - se_r)}
     return out
 
