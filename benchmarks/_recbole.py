@@ -111,6 +111,16 @@ def write_inter(ds, folder: Path) -> Path:
     return path
 
 
+def read_log(path: str | Path) -> dict:
+    """Per epoch, from a log of `fit` (its `recbole:` lines): training seconds and RecBole's
+    own validation Recall@20 (its evaluator: full ranking, history not masked)."""
+    text = Path(path).read_text()
+    seconds = [float(x) for x in re.findall(r"epoch \d+ training \[time: ([\d.]+)s", text)]
+    valid = [float(x) for x in re.findall(r"valid_score: ([\d.]+)", text)]
+    return {"epochs_run": len(valid), "epoch_train_seconds": seconds,
+            "recbole_valid_recall@20_by_epoch": valid}
+
+
 class _Plain(logging.Formatter):
     """RecBole's log lines without their colour codes."""
 
@@ -185,8 +195,10 @@ class RecBoleSASRec:
             "show_progress": False, "state": "INFO" if self.verbose else "WARNING",
         }
 
-    def fit(self, ds) -> RecBoleSASRec:
-        """Train and early-stop on `ds`'s loo split (RecBole's own validation Recall@20)."""
+    def fit(self, ds, checkpoint: str | Path | None = None) -> RecBoleSASRec:
+        """Train and early-stop on `ds`'s loo split (RecBole's own validation Recall@20).
+        `checkpoint`: instead of training, the best-so-far checkpoint that RecBole saved in
+        an earlier run of this same config that was stopped before it early-stopped."""
         _install_shims()
         from recbole.data import create_dataset, data_preparation
         from recbole.model.sequential_recommender import SASRec
@@ -212,14 +224,15 @@ class RecBoleSASRec:
                 model = SASRec(config, train.dataset).to(config["device"])
                 trainer = Trainer(config, model)
                 t0 = time.perf_counter()
-                trainer.fit(train, valid, saved=True, show_progress=False)
+                if checkpoint is None:
+                    trainer.fit(train, valid, saved=True, show_progress=False)
+                    checkpoint = trainer.saved_model_file  # written by this process
                 self.fit_seconds_ = time.perf_counter() - t0
-                checkpoint = torch.load(trainer.saved_model_file, map_location="cpu",
-                                        weights_only=False)  # written by this process
-                model.load_state_dict(checkpoint["state_dict"])
+                state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+                model.load_state_dict(state["state_dict"])
                 model.eval()
-                self.best_epoch_ = int(checkpoint["epoch"])  # 0-based, like lvlmrec's
-                self.valid_recall_ = float(trainer.best_valid_score)
+                self.best_epoch_ = int(state["epoch"])  # 0-based, like lvlmrec's
+                self.valid_recall_ = float(state["best_valid_score"])
                 self.recbole_test_ = {k: float(v) for k, v in trainer.evaluate(
                     test, load_best_model=False, show_progress=False).items()}
             finally:

@@ -185,6 +185,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--movielens", type=Path, default=MOVIELENS)
     parser.add_argument("--rows", default="", help="comma-separated subset of rows")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--recbole-checkpoint", type=Path, default=None,
+                        help="score this best-so-far RecBole checkpoint instead of training "
+                        "(a run of recbole_sasrec stopped by hand; give its log too)")
+    parser.add_argument("--recbole-log", type=Path, default=None,
+                        help="that stopped run's output: its epochs go into the JSON")
     parser.add_argument("--embedding-cache", type=Path, default=None,
                         help="a .npy to keep the text embedding in between runs")
     args = parser.parse_args(argv)
@@ -213,7 +218,10 @@ def main(argv: list[str] | None = None) -> None:
         best = None
         t0 = time.perf_counter()
         for model in candidates:
-            model.fit(ds if isinstance(model, _recbole.RecBoleSASRec) else data)
+            if isinstance(model, _recbole.RecBoleSASRec):
+                model.fit(ds, checkpoint=args.recbole_checkpoint)
+            else:
+                model.fit(data)
             valid = evaluate_model(model, np.flatnonzero(np.diff(data.valid.indptr) > 0),
                                    data.train, data.valid, ks=[20], show_progress=False,
                                    order=data.train_order)["recall@20"].mean()
@@ -229,6 +237,11 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(model, _recbole.RecBoleSASRec):  # RecBole's own test figures too
             row["recbole_evaluator_test"] = {k: round(v, 4)
                                              for k, v in model.recbole_test_.items()}
+            if args.recbole_checkpoint is not None:
+                row["stopped_by_hand"] = True
+                row["fit_seconds_all_candidates"] = None  # the stopped run's: see its epochs
+                if args.recbole_log is not None:
+                    row.update(_recbole.read_log(args.recbole_log))
         per_user_of[name] = {f"{m}@{k}": per_user[f"{m}@{k}"].to_numpy()
                              for k in KS for m in ("recall", "ndcg")}
         if "recbole_sasrec" in per_user_of and "sasrec_id" in per_user_of:
@@ -251,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     for r in out:
         print(f"| {r['row']} | {r['recall@10']:.4f} ± {r['recall@10_se']:.4f} | "
               f"{r['recall@20']:.4f} ± {r['recall@20_se']:.4f} | {r['ndcg@10']:.4f} | "
-              f"{r['ndcg@20']:.4f} | {r['fit_seconds_all_candidates']:.0f} |")
+              f"{r['ndcg@20']:.4f} | {r['fit_seconds_all_candidates'] or float('nan'):.0f} |")
     if comparison:
         print("\nsasrec_id vs recbole_sasrec (paired over users; goal: ours >= RecBole - 1 SE)")
         for key, c in comparison.items():

@@ -57,6 +57,31 @@ def test_recbole_sasrec_trains_on_our_split_and_is_ranked_by_our_evaluator(ds):
     assert not np.allclose(scores, model.score(users[:5], history[:5], flipped))
 
 
+def test_a_stopped_runs_checkpoint_scores_like_the_model_it_saved(ds, tmp_path):
+    pytest.importorskip("recbole")
+    import torch
+
+    model = _recbole.RecBoleSASRec(max_len=8, hidden=16, inner_size=16, epochs=1,
+                                   batch_size=256, verbose=False).fit(ds)
+    path = tmp_path / "best.pth"
+    torch.save({"state_dict": model.model_.state_dict(), "epoch": 0,
+                "best_valid_score": 0.25}, path)
+    again = _recbole.RecBoleSASRec(max_len=8, hidden=16, inner_size=16, epochs=1,
+                                   batch_size=256, verbose=False).fit(ds, checkpoint=path)
+    history, order = ds.matrix(("train", "valid")), ds.order_matrix(("train", "valid"))
+    users = np.arange(10)
+    np.testing.assert_allclose(again.score(users, history[:10], order[:10]),
+                               model.score(users, history[:10], order[:10]), rtol=1e-6)
+    assert again.valid_recall_ == 0.25 and again.best_epoch_ == 0
+    log = tmp_path / "run.log"
+    log.write_text("  recbole: epoch 0 training [time: 12.50s, train loss: 3.0]\n"
+                   "  recbole: epoch 0 evaluating [time: 0.1s, valid_score: 0.184500]\n"
+                   "  recbole: epoch 1 training [time: 13.00s, train loss: 2.0]\n"
+                   "  recbole: epoch 1 evaluating [time: 0.1s, valid_score: 0.201000]\n")
+    assert _recbole.read_log(log) == {"epochs_run": 2, "epoch_train_seconds": [12.5, 13.0],
+                                      "recbole_valid_recall@20_by_epoch": [0.1845, 0.201]}
+
+
 def test_goal_is_ours_at_least_recbole_minus_one_standard_error():
     import sequential as bench
 
