@@ -242,6 +242,10 @@ def main(argv: list[str] | None = None) -> None:
                 row["fit_seconds_all_candidates"] = None  # the stopped run's: see its epochs
                 if args.recbole_log is not None:
                     row.update(_recbole.read_log(args.recbole_log))
+        for k in KS:
+            for metric in ("recall", "ndcg"):
+                m, se = mean_se(per_user[f"{metric}@{k}"].to_numpy())
+                row[f"{metric}@{k}"], row[f"{metric}@{k}_se"] = round(m, 4), round(se, 4)
         per_user_of[name] = {f"{m}@{k}": per_user[f"{m}@{k}"].to_numpy()
                              for k in KS for m in ("recall", "ndcg")}
         if "recbole_sasrec" in per_user_of and "sasrec_id" in per_user_of:
@@ -249,10 +253,6 @@ def main(argv: list[str] | None = None) -> None:
         elif name == "recbole_sasrec":  # ours from the JSON: means and SEs, not paired
             ours = next((r for r in out if r["row"] == "sasrec_id"), None)
             comparison = None if ours is None else compare_means(ours, row)
-        for k in KS:
-            for metric in ("recall", "ndcg"):
-                m, se = mean_se(per_user[f"{metric}@{k}"].to_numpy())
-                row[f"{metric}@{k}"], row[f"{metric}@{k}_se"] = round(m, 4), round(se, 4)
         out.append(row)
         print(f"{name:18s} R@10 {row['recall@10']:.4f}±{row['recall@10_se']:.4f}  "
               f"R@20 {row['recall@20']:.4f}±{row['recall@20_se']:.4f}  "
