@@ -266,7 +266,9 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['recall@20']:.4f} ± {r['recall@20_se']:.4f} | {r['ndcg@10']:.4f} | "
               f"{r['ndcg@20']:.4f} | {r['fit_seconds_all_candidates'] or float('nan'):.0f} |")
     if comparison:
-        print("\nsasrec_id vs recbole_sasrec (paired over users; goal: ours >= RecBole - 1 SE)")
+        paired = "paired over users" if next(iter(comparison.values()))["paired"] else \
+            "from the two rows' means, not paired"
+        print(f"\nsasrec_id vs recbole_sasrec ({paired}; goal: ours >= RecBole - 1 SE)")
         for key, c in comparison.items():
             print(f"  {key}: ours {c['ours']:.4f}±{c['ours_se']:.4f}  RecBole "
                   f"{c['recbole']:.4f}±{c['recbole_se']:.4f}  difference "
