@@ -32,7 +32,7 @@ def workdir(tmp_path_factory):
         "dataset": {"n_items": 80, "n_users": 60},
         "represent": {"strategies": [{"name": "popularity", "kind": "popularity"},
                                      {"name": "sasrec", "kind": "sasrec", "params": TINY}]},
-        "evaluate": {"baseline": "popularity", "ks": [10]},
+        "evaluate": {"baseline": "popularity"},
         "report": {"n_case_studies": 3}})
     wd = Workdir(tmp_path_factory.mktemp("seq_sites"))
     run_pipeline(cfg, wd, show_progress=False)
