@@ -17,7 +17,11 @@ extra; skipped with a note otherwise) is trained and early-stopped by RecBole's 
 on exactly this split (benchmarks/_recbole.py) and then ranked by the same evaluator. When it
 and `sasrec_id` ran together, the JSON's `recbole_comparison` holds the paired per-user
 difference for each metric and whether our SASRec is at least RecBole's minus one standard
-error (the issue's goal).
+error (the issue's goal); when only `recbole_sasrec` ran, the comparison uses the JSON's
+`sasrec_id` row (means and standard errors, `paired: false`). One RecBole epoch is every
+prefix of every user: a run too long for the time at hand can be stopped by hand and its
+best-so-far checkpoint (RecBole's `saved/*.pth` in the run's temporary folder) ranked with
+`--recbole-checkpoint`, its log given with `--recbole-log` (its epochs go into the JSON).
 
     python benchmarks/sequential.py                 # writes benchmarks/results/sequential.json
     python benchmarks/sequential.py --rows sasrec_id,recbole_sasrec --threads 1
