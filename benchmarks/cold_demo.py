@@ -7,7 +7,12 @@ the test table under the `cold` protocol: Recall@10 and NDCG@10 with bootstrap 9
 relative improvement over the title baseline with its BH-adjusted paired t-test p-value, and
 the representations marked `n/a — needs interactions`. The README quotes this file.
 
+`--config` runs another demo config the same way (`--name` names its JSON): the sequential
+demo is recorded as benchmarks/results/sequential_demo.json (docs/representations.md).
+
     PYTHONPATH=src python benchmarks/cold_demo.py [--workdir runs/cold]
+    PYTHONPATH=src python benchmarks/cold_demo.py --config configs/sequential.yaml \
+        --name sequential_demo --workdir runs/sequential
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "cold.yaml")
+    parser.add_argument("--name", default="cold_demo", help="the results JSON's name")
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "cold")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results"
-                        / "cold_demo.json")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: benchmarks/results/<name>.json")
     parser.add_argument("--note", default="", help="How the stages recorded were run "
                         "(e.g. the first run's /usr/bin/time figures and load).")
     args = parser.parse_args()
@@ -36,8 +43,9 @@ def main() -> None:
     from lvlmrec.pipeline import STAGE_NAMES
     from lvlmrec.workdir import StageBook, Workdir, read_json
 
+    out = args.out or ROOT / "benchmarks" / "results" / f"{args.name}.json"
     command = [sys.executable, "-m", "lvlmrec.cli", "run", "--config",
-               str(ROOT / "configs" / "cold.yaml"), "--workdir", str(args.workdir),
+               str(args.config), "--workdir", str(args.workdir),
                "--no-progress"]
     from _results import Load, save_results
 
@@ -73,7 +81,7 @@ def main() -> None:
         "needs_interactions": run.get("needs_interactions", []),
         "table": rows,
     }
-    save_results("cold_demo", result, load, args.out)
+    save_results(args.name, result, load, out)
     print(json.dumps({k: v for k, v in result.items() if k != "table"}, indent=2))
 
 

@@ -10,11 +10,21 @@ the text content model, SASRec with `input` id / content / id+content, and GRU4R
 Every model is scored by lvlmrec's evaluator (full ranking, history masked); sequential
 models get the history's time order, the others the same history as a set. Trained models
 stop early on validation Recall@20 and keep their best epoch. Test Recall/NDCG with one
-standard error over users. RecBole's SASRec is not run here (not installed in this
-environment; the issue's comparison with it is left open).
+standard error over users.
+
+RecBole's SASRec (row `recbole_sasrec`, run whenever `recbole` is installed: the `bench`
+extra; skipped with a note otherwise) is trained and early-stopped by RecBole's own Trainer
+on exactly this split (benchmarks/_recbole.py) and then ranked by the same evaluator. When it
+and `sasrec_id` ran together, the JSON's `recbole_comparison` holds the paired per-user
+difference for each metric and whether our SASRec is at least RecBole's minus one standard
+error (the issue's goal); when only `recbole_sasrec` ran, the comparison uses the JSON's
+`sasrec_id` row (means and standard errors, `paired: false`). One RecBole epoch is every
+prefix of every user: a run too long for the time at hand can be stopped by hand and its
+best-so-far checkpoint (RecBole's `saved/*.pth` in the run's temporary folder) ranked with
+`--recbole-checkpoint`, its log given with `--recbole-log` (its epochs go into the JSON).
 
     python benchmarks/sequential.py                 # writes benchmarks/results/sequential.json
-    python benchmarks/sequential.py --rows sasrec_id,popularity --threads 2
+    python benchmarks/sequential.py --rows sasrec_id,recbole_sasrec --threads 1
 """
 
 from __future__ import annotations
@@ -38,6 +48,7 @@ from lvlmrec.represent.cf import BPRMF
 from lvlmrec.represent.content import ContentRecommender
 from lvlmrec.represent.sequential import GRU4Rec, SASRec
 
+import _recbole  # noqa: E402
 from _data import MOVIELENS  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,10 +59,14 @@ def load(folder: Path):
     from lvlmrec.config import CsvSource
     from lvlmrec.data.csvdata import load_csv
 
+    from lvlmrec.data.cold import drop_items_without_interactions
+
     source = CsvSource(items=folder / "items.csv", interactions=folder / "ratings.csv",
                        item_col="movie_id", text_col="overview", rating_col="rating",
                        time_col="unix_timestamp", kcore=5, split="loo", seed=0)
-    return load_csv(source, show_progress=False)
+    # the catalog is the 5-core's items, as in every row's first run (the loader now keeps
+    # the items the k-core removed as cold items; nothing here ranks cold items)
+    return drop_items_without_interactions(load_csv(source, show_progress=False))[0]
 
 
 def text_embedding(ds, cache: Path | None = None) -> np.ndarray:
@@ -84,6 +99,16 @@ def rows(threads: int) -> dict[str, list]:
         "sasrec_content": [SASRec(input="content", text="text", **seq)],
         "bpr": [BPRMF(reg_weight=r, learning_rate=0.01, item_bias=True, epochs=100,
                       patience=5, num_threads=threads) for r in (0.01, 0.1)],
+        # RecBole's SASRec with our shape (max_len, hidden, layers, heads, dropout, CE loss,
+        # lr); its own defaults otherwise (inner_size 256, post-norm) except the batch of 256
+        # sequences (RecBole's default 2048, the SASRec paper's 128), a patience of 3 of its
+        # epochs and at most 20 of them: one RecBole epoch is every prefix of every user
+        # (~96k sequences of 50), 1-2 minutes on 2 CPU cores, and at 256 it takes ~375 Adam
+        # steps per epoch (ours: ~19 per epoch of ~2.4k windows)
+        "recbole_sasrec": [_recbole.RecBoleSASRec(max_len=50, hidden=64, n_layers=2,
+                                                  n_heads=2, dropout=0.2, learning_rate=1e-3,
+                                                  batch_size=256, epochs=20, patience=3,
+                                                  seed=0)],
     }
 
 
@@ -104,12 +129,59 @@ def earlier_rows(wanted: set[str]) -> list[dict]:
             if r["row"] not in wanted]
 
 
-def save(ds, users, threads: int, out: list[dict], load_info: Load) -> None:
-    save_results("sequential", {
+def compare(ours: dict[str, np.ndarray], theirs: dict[str, np.ndarray]) -> dict:
+    """Per metric: both means with their standard errors, the paired per-user difference
+    (ours - RecBole's) with its standard error, and the goal: ours >= RecBole's - one SE."""
+    out = {}
+    for key in ours:
+        (m_o, se_o), (m_r, se_r) = mean_se(ours[key]), mean_se(theirs[key])
+        d, se_d = mean_se(ours[key] - theirs[key])
+        out[key] = {"ours": round(m_o, 4), "ours_se": round(se_o, 4),
+                    "recbole": round(m_r, 4), "recbole_se": round(se_r, 4),
+                    "difference": round(d, 4), "difference_se": round(se_d, 4),
+                    "abs_difference": round(abs(d), 4), "paired": True,
+                    "at_least_recbole_minus_one_se": bool(m_o >= m_r - se_r)}
+    return out
+
+
+def compare_means(ours: dict, theirs: dict) -> dict:
+    """`compare` from two rows' means and standard errors (rows of different runs: no
+    per-user pairing, so no paired difference)."""
+    out = {}
+    for k in KS:
+        for m in ("recall", "ndcg"):
+            key = f"{m}@{k}"
+            out[key] = {"ours": ours[key], "ours_se": ours[f"{key}_se"],
+                        "recbole": theirs[key], "recbole_se": theirs[f"{key}_se"],
+                        "difference": round(ours[key] - theirs[key], 4),
+                        "abs_difference": round(abs(ours[key] - theirs[key]), 4),
+                        "difference_se": None, "paired": False,
+                        "at_least_recbole_minus_one_se": bool(
+                            ours[key] >= theirs[key] - theirs[f"{key}_se"])}
+    return out
+
+
+def previous_comparison(wanted: set[str]) -> dict | None:
+    """With --rows leaving out both SASRec rows, the comparison already in the JSON."""
+    from _results import RESULTS_DIR
+
+    path = RESULTS_DIR / "sequential.json"
+    if not wanted or wanted & {"sasrec_id", "recbole_sasrec"} or not path.is_file():
+        return None
+    return json.loads(path.read_text())["results"].get("recbole_comparison")
+
+
+def save(ds, users, threads: int, out: list[dict], load_info: Load,
+         comparison: dict | None) -> None:
+    results = {
         "dataset": "MovieLens-100k (all ratings, 5-core, loo by time)",
         "n_users": ds.n_users, "n_items": ds.n_items, "n_test_users": len(users),
-        "threads": threads, "recbole": "not run (not installed here)",
-        "rows": out}, load_info)
+        "threads": threads,
+        "recbole": _recbole.version() or "not installed (pip install recbole: the bench extra)",
+        "rows": out}
+    if comparison:
+        results["recbole_comparison"] = comparison
+    save_results("sequential", results, load_info)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,6 +189,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--movielens", type=Path, default=MOVIELENS)
     parser.add_argument("--rows", default="", help="comma-separated subset of rows")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--recbole-checkpoint", type=Path, default=None,
+                        help="score this best-so-far RecBole checkpoint instead of training "
+                        "(a run of recbole_sasrec stopped by hand; give its log too)")
+    parser.add_argument("--recbole-log", type=Path, default=None,
+                        help="that stopped run's output: its epochs go into the JSON")
     parser.add_argument("--embedding-cache", type=Path, default=None,
                         help="a .npy to keep the text embedding in between runs")
     args = parser.parse_args(argv)
@@ -133,13 +210,22 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(ds.interactions)} interactions, {len(users)} test users")
     wanted = set(filter(None, args.rows.split(",")))
     out = earlier_rows(wanted)
+    comparison = previous_comparison(wanted)
+    per_user_of: dict[str, dict[str, np.ndarray]] = {}
     for name, candidates in rows(args.threads).items():
         if wanted and name not in wanted:
+            continue
+        if name == "recbole_sasrec" and _recbole.version() is None:
+            print("recbole_sasrec: skipped, RecBole is not installed (pip install recbole, "
+                  "the bench extra)")
             continue
         best = None
         t0 = time.perf_counter()
         for model in candidates:
-            model.fit(data)
+            if isinstance(model, _recbole.RecBoleSASRec):
+                model.fit(ds, checkpoint=args.recbole_checkpoint)
+            else:
+                model.fit(data)
             valid = evaluate_model(model, np.flatnonzero(np.diff(data.valid.indptr) > 0),
                                    data.train, data.valid, ks=[20], show_progress=False,
                                    order=data.train_order)["recall@20"].mean()
@@ -152,22 +238,46 @@ def main(argv: list[str] | None = None) -> None:
         row = {"row": name, "model": repr(model), "valid_recall@20": round(valid, 4),
                "fit_seconds_all_candidates": round(seconds, 1),
                "best_epoch": getattr(model, "best_epoch_", None)}
+        if isinstance(model, _recbole.RecBoleSASRec):  # RecBole's own test figures too
+            row["recbole_evaluator_test"] = {k: round(v, 4)
+                                             for k, v in model.recbole_test_.items()}
+            if args.recbole_checkpoint is not None:
+                row["stopped_by_hand"] = True
+                row["fit_seconds_all_candidates"] = None  # the stopped run's: see its epochs
+                if args.recbole_log is not None:
+                    row.update(_recbole.read_log(args.recbole_log))
         for k in KS:
             for metric in ("recall", "ndcg"):
                 m, se = mean_se(per_user[f"{metric}@{k}"].to_numpy())
                 row[f"{metric}@{k}"], row[f"{metric}@{k}_se"] = round(m, 4), round(se, 4)
+        per_user_of[name] = {f"{m}@{k}": per_user[f"{m}@{k}"].to_numpy()
+                             for k in KS for m in ("recall", "ndcg")}
+        if "recbole_sasrec" in per_user_of and "sasrec_id" in per_user_of:
+            comparison = compare(per_user_of["sasrec_id"], per_user_of["recbole_sasrec"])
+        elif name == "recbole_sasrec":  # ours from the JSON: means and SEs, not paired
+            ours = next((r for r in out if r["row"] == "sasrec_id"), None)
+            comparison = None if ours is None else compare_means(ours, row)
         out.append(row)
         print(f"{name:18s} R@10 {row['recall@10']:.4f}±{row['recall@10_se']:.4f}  "
               f"R@20 {row['recall@20']:.4f}±{row['recall@20_se']:.4f}  "
               f"N@10 {row['ndcg@10']:.4f}  fit {seconds:.0f}s", flush=True)
-        save(ds, users, args.threads, out, load_info)  # after every row: partial runs count
+        save(ds, users, args.threads, out, load_info, comparison)  # partial runs count
     print()
     print("| row | Recall@10 | Recall@20 | NDCG@10 | NDCG@20 | fit s |")
     print("|---|---|---|---|---|---|")
     for r in out:
         print(f"| {r['row']} | {r['recall@10']:.4f} ± {r['recall@10_se']:.4f} | "
               f"{r['recall@20']:.4f} ± {r['recall@20_se']:.4f} | {r['ndcg@10']:.4f} | "
-              f"{r['ndcg@20']:.4f} | {r['fit_seconds_all_candidates']:.0f} |")
+              f"{r['ndcg@20']:.4f} | {r['fit_seconds_all_candidates'] or float('nan'):.0f} |")
+    if comparison:
+        paired = "paired over users" if next(iter(comparison.values()))["paired"] else \
+            "from the two rows' means, not paired"
+        print(f"\nsasrec_id vs recbole_sasrec ({paired}; goal: ours >= RecBole - 1 SE)")
+        for key, c in comparison.items():
+            print(f"  {key}: ours {c['ours']:.4f}±{c['ours_se']:.4f}  RecBole "
+                  f"{c['recbole']:.4f}±{c['recbole_se']:.4f}  difference "
+                  f"{c['difference']:+.4f}±{c['difference_se'] or float('nan'):.4f}  "
+                  f"goal {'met' if c['at_least_recbole_minus_one_se'] else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -122,6 +122,8 @@ class Run:
         self.workdir = served.workdir
         self.metric = metric
         self.history = dataset.matrix(("train", "valid", "test"))
+        #: its time positions (None without timestamps): sequential models read the order
+        self.history_order = dataset.order_matrix(("train", "valid", "test"))
         self._users = {s: i for i, s in enumerate(served.user_source_ids)}
         self._items = {s: i for i, s in enumerate(served.item_source_ids)}
 
@@ -180,15 +182,20 @@ class Run:
                   by: str = "source_id", exclude_history: bool = True) -> pd.DataFrame:
         """Top-k items for a known user: rank, item_id, source_id, title, score."""
         u = self.user_id(user, by)
-        hist = self.history.indices[self.history.indptr[u]:self.history.indptr[u + 1]]
+        from lvlmrec.represent.sequential import user_sequence
+
+        hist = user_sequence(self.history, self.history_order, u)
         ids, scores = self._rep(representation).model.recommend(
             hist, k=k, user_id=u, exclude_history=exclude_history)
         return self._frame(ids, scores)
 
     def recommend_items(self, items: list[Any], k: int = 10, representation: str | None = None,
                         by: str = "source_id") -> pd.DataFrame:
-        """Top-k for a new user given the items they interacted with (never recommended)."""
-        hist = np.unique([self.item_id(i, by) for i in items]).astype(np.int64)
+        """Top-k for a new user given the items they interacted with, oldest first (never
+        recommended; sequential representations read this order)."""
+        from lvlmrec.represent.sequential import latest_unique
+
+        hist = latest_unique([self.item_id(i, by) for i in items])
         ids, scores = self._rep(representation).recommend(hist, k)
         return self._frame(ids, scores)
 
@@ -220,7 +227,7 @@ class Run:
         if out is not None:
             check_output(Path(out))
         blocks = topk_blocks(rep.model, self.history, ids, k, block_size, include_history,
-                             progress)
+                             progress, order=self.history_order)
         user_ids = np.asarray(self.served.user_source_ids, dtype=object)
         item_ids = np.asarray(self.served.item_source_ids, dtype=object)
         if out is not None:

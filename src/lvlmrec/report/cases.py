@@ -4,7 +4,8 @@ Users are chosen, not cherry-picked in one direction: the first is the user on w
 second representation beats the first by most (on the report metric), the second the user
 on whom the first beats the second by most, further ones are drawn at random (seeded) among
 users with a hit in either list. Top lists come from the evaluator's own ranking code
-(same history mask, same candidates, same tie-break).
+(same history mask, same candidates, same tie-break, and for sequential models the same
+time order of the history); with timestamps the history is listed most recent first.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from lvlmrec.errors import DataError
 from lvlmrec.evaluate.ranking import iter_topk, restrict_columns
 from lvlmrec.imageio import load_image
 from lvlmrec.represent.fit import load_model
+from lvlmrec.represent.sequential import ordered_rows
 from lvlmrec.workdir import Workdir
 
 
@@ -69,21 +71,25 @@ def build_case_studies(workdir: Workdir, ds: Dataset, per_user: pd.DataFrame,
     ids = np.array([u for u, _ in users])
     history = ds.matrix(("train", "valid"))
     target = ds.matrix(("test",))
+    order = ds.order_matrix(("train", "valid"))  # what the evaluator gives sequential models
     if candidates is not None:
         history, target = restrict_columns(history, candidates), restrict_columns(target,
                                                                                   candidates)
+        order = None if order is None else restrict_columns(order, candidates)
     tops = {}
     for name in compare:
         model = load_model(workdir, name)
         (_, top), = iter_topk(model, ids, history, k, block_size=len(ids),
-                              candidates=candidates, show_progress=False)
+                              candidates=candidates, show_progress=False, tie_seed=seed,
+                              order=order)
         tops[name] = top
     values = per_user.set_index(["representation", "user_id"])[metric]
     out = []
     for row, (user, reason) in enumerate(users):
         out.append(CaseStudy(
             user_id=user, reason=reason,
-            history=history[user].indices.tolist(),
+            history=(history[user].indices.tolist() if order is None else
+                     ordered_rows(order[user], order[user])[0][::-1].tolist()),
             targets=set(target[user].indices.tolist()),
             tops={name: [int(i) for i in tops[name][row] if i >= 0] for name in compare},
             values={name: float(values.loc[(name, user)]) for name in compare},

@@ -61,6 +61,23 @@ def ordered_rows(history: sp.csr_matrix, order: sp.csr_matrix | None) -> list[np
     return out
 
 
+def user_sequence(history: sp.csr_matrix, order: sp.csr_matrix | None, user: int
+                  ) -> np.ndarray:
+    """One user's history items oldest first (without `order`: by item id), the sequence a
+    sequential model's `recommend` reads; set-based models get the same set."""
+    if order is None:
+        return history.indices[history.indptr[user]:history.indptr[user + 1]].astype(np.int64)
+    return ordered_rows(order[user], order[user])[0]
+
+
+def latest_unique(items) -> np.ndarray:
+    """Items as given (oldest first) with each repeat kept at its last position, like the
+    data's own `order_matrix`."""
+    items = np.asarray(items, dtype=np.int64)
+    _, last_from_end = np.unique(items[::-1], return_index=True)
+    return items[np.sort(len(items) - 1 - last_from_end)]
+
+
 def left_pad(seqs: list[np.ndarray], length: int) -> np.ndarray:
     """(len(seqs), length) int64 tokens (item id + 1), the most recent `length` items right
     aligned, 0 = padding."""

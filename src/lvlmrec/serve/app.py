@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from lvlmrec import __version__
 from lvlmrec.errors import DataError
+from lvlmrec.represent.sequential import latest_unique
 from lvlmrec.serve.service import (Representation, SearchUnavailable, ServedRun, _saved_config,
                                    load_run, ranked_representations)
 from lvlmrec.workdir import Workdir
@@ -304,13 +305,15 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
         """Top-k for a known user; their train + valid items are the history and are never
         recommended; test items are marked as hits."""
         user_id = resolve(user_id, id_type, "user")
-        return recommendations(get_representation(representation), run.user_history(user_id),
+        return recommendations(get_representation(representation), run.user_sequence(user_id),
                                k, user_id, explain,
                                run.user_test(user_id) if run.has_test else None)
 
     class HistoryRequest(BaseModel):
         items: list[int | str] = Field(min_length=1, max_length=10_000,
-                                       description="item ids the user interacted with")
+                                       description="item ids the user interacted with, oldest "
+                                       "first (sequential representations read this order; "
+                                       "a repeated item counts at its last place)")
         id_type: IdType = Field("internal", description="internal or source: how `items` "
                                 "name the items")
         k: int = Field(10, ge=1, le=max_k)
@@ -321,7 +324,7 @@ def create_app(workdir: str | Path | Workdir | None = None, index: str = "exact"
     def history_recommendations(body: HistoryRequest) -> dict:
         """Top-k for a new or anonymous user given the items they interacted with."""
         ids = [resolve(i, body.id_type, "item", " in the request's items") for i in body.items]
-        history = np.unique(np.asarray(ids, dtype=np.int64))
+        history = latest_unique(ids)
         return recommendations(get_representation(body.representation), history, body.k, -1,
                                body.explain, None)
 

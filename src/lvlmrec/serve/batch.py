@@ -34,17 +34,19 @@ _HEADER_NAMES = {"user", "user_id", "source_id", "user_source_id"}
 
 def topk_blocks(model, history: sp.csr_matrix, users: np.ndarray, k: int,
                 block_size: int = 1024, include_history: bool = False,
-                show_progress: bool = True,
+                show_progress: bool = True, order: sp.csr_matrix | None = None,
                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(users, (b, k) item ids, (b, k) scores) per block, best first; ids are -1 where a
-    user has fewer than k recommendable items."""
+    user has fewer than k recommendable items. `order`: the history's time positions, which
+    sequential models read (as in evaluation)."""
     history = sp.csr_matrix(history)
     n_items = history.shape[1]
     bar = tqdm(total=len(users), desc="recommend", unit="user", disable=not show_progress)
     for start in range(0, len(users), block_size):
         block = users[start:start + block_size]
         hist = history[block]
-        scores = score_block(model, block, hist, n_items)
+        scores = score_block(model, block, hist, n_items,
+                             None if order is None else order[block])
         if not include_history:
             mask_block(scores, hist)
         top = topk_block(scores, k)

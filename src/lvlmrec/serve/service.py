@@ -32,6 +32,7 @@ from lvlmrec.encode.store import (TEXT_SOURCES, embedding_meta, is_text_source,
 from lvlmrec.errors import ConfigError, LvlmrecError, StageError
 from lvlmrec.represent.base import Recommender
 from lvlmrec.represent.fit import load_model
+from lvlmrec.represent.sequential import user_sequence
 from lvlmrec.serve.index import ExactIndex, HnswIndex, make_index, unit_rows
 from lvlmrec.workdir import Workdir
 
@@ -166,6 +167,8 @@ class ServedRun:
     index_kind: str = "exact"
     #: the only folders an image is read from (data/images.py `image_roots`); none: workdir
     image_roots: list[Path] = dataclasses.field(default_factory=list)
+    #: time positions of `history` (Dataset.order_matrix); None without timestamps
+    history_order: sp.csr_matrix | None = None
     _encoder: Any = dataclasses.field(default=None, repr=False)
     _encoder_lock: threading.Lock = dataclasses.field(default_factory=threading.Lock,
                                                       repr=False)
@@ -184,6 +187,11 @@ class ServedRun:
 
     def user_history(self, user_id: int) -> np.ndarray:
         return _row(self.history, user_id)
+
+    def user_sequence(self, user_id: int) -> np.ndarray:
+        """The history oldest first, as recommendations read it (sequential models need the
+        order the evaluator gives them; the rest see the same set)."""
+        return user_sequence(self.history, self.history_order, user_id)
 
     def user_test(self, user_id: int) -> np.ndarray:
         return _row(self.test, user_id)
@@ -298,6 +306,7 @@ def load_run(workdir: str | Path | Workdir, index: str = "exact", max_k: int = 1
         item_source_ids=items["source_id"].astype(str).tolist(),
         user_source_ids=ds.users["source_id"].astype(str).tolist(),
         history=ds.matrix(("train", "valid")),
+        history_order=ds.order_matrix(("train", "valid")),
         test=ds.matrix(("test",)),
         representations=reps,
         skipped=skipped,
