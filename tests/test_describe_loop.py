@@ -172,3 +172,18 @@ def test_images_load_a_few_batches_ahead_not_the_whole_catalog(tmp_path, catalog
         _run(d, store, catalog * 3, batch_size=2)  # 15 batches (ids repeat; fine here)
     assert d.loaded_at_call <= 6  # this batch and two ahead
     assert len(loads) == 30
+
+
+def test_items_without_an_image_are_not_scheduled_or_failed(tmp_path):
+    """An item the data gives no image has nothing to describe: no error row, so the
+    describe stage can be complete and a later run does not retry it (a missing file is
+    still an error, above)."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from lvlmrec.describe.run import catalog_items
+
+    ds = SimpleNamespace(items=pd.DataFrame({"title": ["a", "b", "c"]}),
+                         image_paths=lambda wd: [tmp_path / "0.png", None, tmp_path / "2.png"])
+    assert [(it.item_id, it.title) for it in catalog_items(ds, None)] == [(0, "a"), (2, "c")]

@@ -34,9 +34,13 @@ def read_active(workdir: Workdir) -> dict[str, Any] | None:
 
 
 def catalog_items(ds: Dataset, workdir: Workdir) -> list[DescribeItem]:
+    """The items to describe: those with an image. An item the data gives no image has
+    nothing to describe, which is not a failure to retry (a named but missing or unreadable
+    file is one: it is recorded and retried on the next run)."""
     paths = ds.image_paths(workdir)
     titles = ds.items["title"].astype(str).tolist()
-    return [DescribeItem(int(i), p, t) for i, (p, t) in enumerate(zip(paths, titles))]
+    return [DescribeItem(int(i), p, t) for i, (p, t) in enumerate(zip(paths, titles))
+            if p is not None]
 
 
 def describers_path(workdir: Workdir) -> Path:
