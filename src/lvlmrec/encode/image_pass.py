@@ -25,12 +25,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from lvlmrec.encode.image import (
-    FEATURE_DIM,
-    ImageEncoder,
-    ImageOutputs,
-    imagenet_labels,
-)
+from lvlmrec.encode.image import FEATURE_DIM, ImageEncoder, ImageOutputs, imagenet_labels
 from lvlmrec.workdir import ContentHasher, Workdir, file_digest, hash_obj
 
 #: ImageNet classes kept per image (describers name at most a few)
