@@ -46,7 +46,8 @@ _MEAN, _STD = 0.498, 0.502
 #: layer's activations in cache: on 2 idle cores 5 images per batch ran well ahead of 32
 #: (benchmarks/image_batch.py); a GPU wants large batches. The network has no cross-image op
 #: in eval mode, but the CPU convolution picks its kernel by batch shape: batches of 5 or
-#: more give the same bits, while a batch of 1 to 4 moves a feature by up to ~1e-5.
+#: more give the same bits, a smaller batch can move a feature by ~1e-6 (the JSON of
+#: benchmarks/image_batch.py has the largest difference per batch size).
 DEFAULT_BATCH_SIZE = {"cpu": 5, "cuda": 64, "mps": 32}
 
 

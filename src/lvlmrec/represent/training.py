@@ -100,8 +100,8 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 def adam(params: Iterable[Any], lr: float, weight_decay: float = 0.0) -> Any:
     """Adam with torch's fused kernel (CPU and CUDA): one pass over each parameter instead of
-    a dozen. SMORE trains its 38k x 768 feature tables, so at the study's scale the default
-    multi-pass update took about as long as the forward pass (docs/benchmarks.md)."""
+    one per arithmetic step. SMORE trains its 38k x 768 feature tables, so at the study's
+    scale the update is a large share of a step (docs/benchmarks.md, "CPU speed")."""
     import torch
 
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
