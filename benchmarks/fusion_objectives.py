@@ -1,15 +1,19 @@
 """Trained fusions on a finished run: each fusion kind with each training objective.
 
-Prints, per (fusion, objective): fit seconds (wall and CPU), epochs run, best epoch,
-validation Recall@20 (what selects) and test Recall@10/20 (reported only).
+Prints, per (fusion, objective, precision): fit seconds (wall and CPU), epochs run, best
+epoch, validation Recall@20 (what selects) and test Recall@10/20 (reported only).
 
     python benchmarks/fusion_objectives.py --workdir runs/demo [--text description]
-        [--vision efficientnet]
+        [--vision efficientnet] [--objectives user,cooccur] [--precisions float32]
+
+Writes benchmarks/results/fusion_objectives.json, or fusion_precision.json when
+`--precisions` names more than float32 (the opt-in bfloat16 training next to float32).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 
 import numpy as np
@@ -27,6 +31,8 @@ def main() -> None:
     parser.add_argument("--text", default="description")
     parser.add_argument("--vision", default="efficientnet")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--objectives", default=",".join(OBJECTIVES))
+    parser.add_argument("--precisions", default="float32")
     args = parser.parse_args()
     from _results import Load, save_results
 
@@ -37,29 +43,32 @@ def main() -> None:
     history, target = ds.matrix(("train", "valid")), ds.matrix(("test",))
     print(f"{ds.n_users} users, {ds.n_items} items, {data.train.nnz} training interactions; "
           f"text={args.text} vision={args.vision}")
-    print(f"{'fusion':<18}{'objective':<10}{'wall_s':>8}{'cpu_s':>8}{'epochs':>8}{'best':>6}"
-          f"{'valid@20':>10}{'test@10':>9}{'test@20':>9}")
+    precisions = args.precisions.split(",")
+    print(f"{'fusion':<18}{'objective':<10}{'precision':<10}{'wall_s':>8}{'cpu_s':>8}"
+          f"{'epochs':>8}{'best':>6}{'valid@20':>10}{'test@10':>9}{'test@20':>9}")
     rows = []
     for cls in (AttentionFusion, GatingFusion, CrossModalFusion):
-        for objective in OBJECTIVES:
-            model = cls(args.text, args.vision, objective=objective, seed=args.seed)
+        for objective, precision in itertools.product(args.objectives.split(","), precisions):
+            model = cls(args.text, args.vision, objective=objective, precision=precision,
+                        seed=args.seed)
             wall, cpu = time.perf_counter(), time.process_time()
             model.fit(data)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             test = evaluate_model(model, np.arange(ds.n_users), history, target, ks=[10, 20],
                                   show_progress=False)
-            print(f"{cls.__name__:<18}{objective:<10}{wall:>8.1f}{cpu:>8.1f}"
+            print(f"{cls.__name__:<18}{objective:<10}{precision:<10}{wall:>8.1f}{cpu:>8.1f}"
                   f"{len(model.valid_recall_):>8}{model.best_epoch_:>6}"
                   f"{max(model.valid_recall_):>10.4f}{test['recall@10'].mean():>9.4f}"
                   f"{test['recall@20'].mean():>9.4f}", flush=True)
-            rows.append({"fusion": cls.__name__, "objective": objective, "wall_s": wall,
+            rows.append({"fusion": cls.__name__, "objective": objective,
+                         "precision": precision, "wall_s": wall,
                          "cpu_s": cpu, "epochs": len(model.valid_recall_),
                          "best_epoch": model.best_epoch_,
                          "valid_recall@20": max(model.valid_recall_),
                          "test_recall@10": test["recall@10"].mean(),
                          "test_recall@20": test["recall@20"].mean()})
-    save_results("fusion_objectives", {"n_users": ds.n_users, "n_items": ds.n_items,
-                                       "rows": rows}, load)
+    name = "fusion_objectives" if precisions == ["float32"] else "fusion_precision"
+    save_results(name, {"n_users": ds.n_users, "n_items": ds.n_items, "rows": rows}, load)
 
 
 if __name__ == "__main__":

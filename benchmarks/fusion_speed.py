@@ -7,6 +7,7 @@ its validation pass, and the validation pass alone) and the process's peak memor
 
     python benchmarks/fusion_speed.py [--scale 1.0] [--epochs 1] [--models attention,...]
                                       [--objective user|cooccur] [--threads N]
+                                      [--precision float32|bfloat16]
 
 Writes JSON (date, machine, load, command; wall and CPU seconds per fit) to
 benchmarks/results/fusion_speed[_<scale>].json.
@@ -64,6 +65,8 @@ def main() -> None:
     parser.add_argument("--models", default="attention,gating,cross,itemknn,hybrid")
     parser.add_argument("--objective", default="user", help="the fusions' training objective")
     parser.add_argument("--threads", type=int, help="torch threads (default: idle cores)")
+    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                        help="the fusions' training precision")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     from _results import Load, save_results
@@ -81,7 +84,7 @@ def main() -> None:
     print(f"validation Recall@20 pass (384-d): {valid_s:.1f}s")
     makers = {"attention": AttentionFusion, "gating": GatingFusion, "cross": CrossModalFusion}
     models = [makers[m]("text", "vision", epochs=args.epochs, objective=args.objective,
-                        num_threads=args.threads)
+                        num_threads=args.threads, precision=args.precision)
               for m in args.models.split(",") if m in makers]
     models += [m for name, m in (("itemknn", ItemKNN()),
                                  ("hybrid", Hybrid("text", weight_grid=[0.5])))
@@ -98,7 +101,10 @@ def main() -> None:
     name = "fusion_speed" + ("" if args.scale == 1.0 else f"_{args.scale:g}")
     if args.objective != "user":
         name += f"_{args.objective}"
+    if args.precision != "float32":
+        name += f"_{args.precision}"
     save_results(name, {"scale": args.scale, "epochs": args.epochs, "objective": args.objective,
+                        "precision": args.precision,
                         "threads": args.threads or "idle cores",
                         "n_users": data.n_users, "n_items": data.n_items,
                         "validation_pass_s": round(valid_s, 1), "fits": rows}, load, args.out)

@@ -11,6 +11,7 @@ VERSION (the store keys texts by it) and a new row in TEXTS.
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -164,9 +165,59 @@ def test_fixed_images_keep_their_analysis(kind, tmp_path):
     assert _hash(got) == fields, got[:3]
 
 
+@pytest.mark.parametrize("processes", [1, 2])
 @pytest.mark.parametrize("kind", ["synthetic", "posters"])
-def test_fixed_images_keep_their_texts(kind, tmp_path):
+def test_fixed_images_keep_their_texts(kind, processes, tmp_path):
     images = _images(kind, tmp_path)
-    texts = A.AttributesDescriber(max_labels=0).describe(images)
+    describer = A.AttributesDescriber(max_labels=0, processes=processes)
+    try:
+        texts = describer.describe(images)
+    finally:
+        describer.close()
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
     assert digest == TEXTS[A.VERSION][kind == "posters"], texts
+
+
+def test_processes_change_no_key_and_reject_nonsense():
+    from lvlmrec.config import DescribeConfig, hash_settings
+    from lvlmrec.describe.registry import make_describer
+    from lvlmrec.describe.run import describer_identity
+    from lvlmrec.errors import ConfigError
+
+    plain = DescribeConfig()
+    four = DescribeConfig(attributes={"processes": 4})
+    assert hash_settings(plain) == hash_settings(four)
+    assert describer_identity(plain) == describer_identity(four)
+    assert make_describer(plain).prompt_hash == make_describer(four).prompt_hash
+    assert make_describer(four).processes == 4
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="processes"):
+            A.AttributesDescriber(processes=bad)
+
+
+def test_a_pool_is_started_by_load_and_stopped_by_close():
+    describer = A.AttributesDescriber(max_labels=0, processes=2)
+    describer.load()
+    try:
+        assert describer._pool is not None
+        pids = {describer._pool.submit(os.getpid).result() for _ in range(8)}
+        assert os.getpid() not in pids
+    finally:
+        describer.close()
+    assert describer._pool is None
+
+
+def test_a_ray_actor_analyses_on_the_cpus_it_was_granted():
+    pytest.importorskip("ray")
+    from lvlmrec.config import DescribeConfig
+    from lvlmrec.describe.ray_engine import DescribeWorker
+    from lvlmrec.describe.registry import make_describer
+
+    cfg = DescribeConfig(attributes={"max_labels": 0},
+                         scale={"engine": "ray", "cpus_per_worker": 2})
+    plain = make_describer(cfg)
+    worker = DescribeWorker(cfg, plain.model_id, plain.prompt_hash)
+    try:
+        assert worker.describer.processes == 2
+    finally:
+        worker.describer.close()

@@ -133,6 +133,24 @@ def test_rejects_unknown_objective(data):
         AttentionFusion("t", "v", objective="nope").fit(data)
 
 
+@pytest.mark.parametrize("cls", FUSIONS)
+def test_bfloat16_training_stays_close_to_float32(data, cls):
+    # opt-in precision: the same seed and batches, the steps under bfloat16 autocast; the
+    # fused catalog itself is computed in float32
+    full = cls("t", "v", epochs=2, patience=9, **SMALL).fit(data)
+    half = cls("t", "v", epochs=2, patience=9, precision="bfloat16", **SMALL).fit(data)
+    assert half.item_vectors_.dtype == np.float32
+    assert not np.array_equal(full.item_vectors_, half.item_vectors_)
+    cosine = (full.item_vectors_ * half.item_vectors_).sum(1)
+    assert cosine.min() > 0.98
+    np.testing.assert_allclose(half.train_loss_, full.train_loss_, rtol=0.02)
+
+
+def test_rejects_unknown_precision(data):
+    with pytest.raises(ConfigError, match="precision"):
+        AttentionFusion("t", "v", precision="float16").fit(data)
+
+
 @pytest.fixture(scope="module")
 def attribute_catalog(tmp_path_factory):
     return attribute_data(tmp_path_factory.mktemp("catalog"))

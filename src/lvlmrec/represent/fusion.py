@@ -40,6 +40,8 @@ from lvlmrec.represent.training import EarlyStopping, adam, cpu_threads, seed_ev
 from lvlmrec.workdir import atomic_path
 
 OBJECTIVES = ("cooccur", "user")
+#: `precision` of the training steps (the fused catalog is always computed in float32)
+PRECISIONS = ("float32", "bfloat16")
 #: items fused per forward pass when the whole catalog is embedded
 _ENCODE_BLOCK = 8192
 
@@ -74,8 +76,12 @@ class FusionNet(nn.Module):
             self.cross_norm = nn.LayerNorm(hidden)
         self.output = nn.Sequential(nn.Linear(hidden, hidden), nn.LayerNorm(hidden))
 
-    def forward(self, text: torch.Tensor, vision: torch.Tensor) -> torch.Tensor:
-        present = torch.stack([text.abs().sum(1) > 0, vision.abs().sum(1) > 0], dim=1)
+    def forward(self, text: torch.Tensor, vision: torch.Tensor,
+                present: torch.Tensor | None = None) -> torch.Tensor:
+        """`present`: (n, 2) bool, whether each row's text / vision is non-zero; computed
+        here unless given (a trainer computes it once for the catalog)."""
+        if present is None:
+            present = modalities_present(text, vision)
         any_present = present.any(1, keepdim=True)
         # an item with neither modality uses both (its output is zeroed below) so that no
         # softmax runs over nothing
@@ -113,7 +119,8 @@ class TrainedFusion(ContentRecommender):
                  hidden: int = 256, epochs: int = 15, batch_size: int = 256, lr: float = 1e-3,
                  temperature: float = 0.1, objective: str = "user", patience: int = 3,
                  dropout: float = 0.1, heads: int = 4, weight_decay: float = 0.0,
-                 scoring: str = "mean", num_threads: int | None = None, seed: int = 0):
+                 scoring: str = "mean", num_threads: int | None = None,
+                 precision: str = "float32", seed: int = 0):
         self.text = text
         self.vision = vision
         self.hidden = hidden
@@ -128,6 +135,8 @@ class TrainedFusion(ContentRecommender):
         self.weight_decay = weight_decay
         self.scoring = scoring
         self.num_threads = num_threads  # torch CPU threads while training; None: all cores
+        # "bfloat16": training steps under autocast (opt-in; see docs/representations.md)
+        self.precision = precision
         self.seed = seed
         self._net: FusionNet | None = None
 
@@ -135,6 +144,7 @@ class TrainedFusion(ContentRecommender):
     def check_params(self) -> None:
         super().check_params()
         check_choice("objective", self.objective, OBJECTIVES)
+        check_choice("precision", self.precision, PRECISIONS)
         for name, low in (("hidden", 1), ("epochs", 1), ("batch_size", 2), ("patience", 1),
                           ("heads", 1)):
             check_int(name, getattr(self, name), low)
@@ -167,6 +177,7 @@ class TrainedFusion(ContentRecommender):
         net = self._new_net().to(device)
         optimiser = adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         inputs = (torch.from_numpy(text).to(device), torch.from_numpy(vision).to(device))
+        present = modalities_present(*inputs)
         pairs = _Pairs(data.train, rng)
         stopper = EarlyStopping(patience=self.patience)
         self.train_loss_: list[float] = []
@@ -177,7 +188,9 @@ class TrainedFusion(ContentRecommender):
             net.train()
             total, n_batches = 0.0, 0
             for batch in pairs.batches(self.batch_size):
-                loss = self._loss(net, inputs, pairs, batch)
+                with torch.autocast(device.type, dtype=torch.bfloat16,
+                                    enabled=self.precision == "bfloat16"):
+                    loss = self._loss(net, inputs, present, pairs, batch)
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -195,13 +208,14 @@ class TrainedFusion(ContentRecommender):
         self.item_vectors_ = _encode(net, inputs)
         self._net = net.cpu().eval()
 
-    def _loss(self, net: FusionNet, inputs, pairs: _Pairs, batch) -> torch.Tensor:
+    def _loss(self, net: FusionNet, inputs, present: torch.Tensor, pairs: _Pairs,
+              batch) -> torch.Tensor:
         users, anchors, partners = batch
         text, vision = inputs
 
         def fuse(items: np.ndarray) -> torch.Tensor:
             index = torch.as_tensor(items, dtype=torch.long, device=text.device)
-            return net(text[index], vision[index])
+            return net(text[index], vision[index], present[index])
 
         if self.objective == "cooccur":
             query, keys = fuse(anchors), fuse(partners)
@@ -274,14 +288,22 @@ class CrossModalFusion(TrainedFusion):
     mode = "cross"
 
 
+def modalities_present(text: torch.Tensor, vision: torch.Tensor) -> torch.Tensor:
+    """(n, 2) bool: row i's text, vision embedding is not all zero (the modality exists)."""
+    return torch.stack([text.abs().sum(1) > 0, vision.abs().sum(1) > 0], dim=1)
+
+
 def info_nce(query: torch.Tensor, keys: torch.Tensor, temperature: float,
              exclude: torch.Tensor | None = None) -> torch.Tensor:
     """In-batch InfoNCE: row i's positive is key i, the other keys are negatives.
 
     `exclude[i, j]` True drops key j from row i's softmax (a known positive, not a negative);
-    the diagonal is always kept.
+    the diagonal is always kept. Computed in float32 also under bfloat16 autocast: at a
+    temperature of 0.1 bfloat16's rounding would move the logits by a few hundredths.
     """
-    logits = F.normalize(query, dim=1) @ F.normalize(keys, dim=1).T / temperature
+    with torch.autocast(query.device.type, enabled=False):
+        logits = F.normalize(query.float(), dim=1) @ F.normalize(keys.float(), dim=1).T
+    logits = logits / temperature
     if exclude is not None:
         exclude = exclude.clone()
         exclude.fill_diagonal_(False)
