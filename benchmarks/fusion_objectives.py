@@ -61,12 +61,12 @@ def main() -> None:
                   f"{max(model.valid_recall_):>10.4f}{test['recall@10'].mean():>9.4f}"
                   f"{test['recall@20'].mean():>9.4f}", flush=True)
             rows.append({"fusion": cls.__name__, "objective": objective,
-                         "precision": precision, "wall_s": wall,
-                         "cpu_s": cpu, "epochs": len(model.valid_recall_),
+                         "precision": precision, "wall_s": round(wall, 1),
+                         "cpu_s": round(cpu, 1), "epochs": len(model.valid_recall_),
                          "best_epoch": model.best_epoch_,
-                         "valid_recall@20": max(model.valid_recall_),
-                         "test_recall@10": test["recall@10"].mean(),
-                         "test_recall@20": test["recall@20"].mean()})
+                         "valid_recall@20": round(max(model.valid_recall_), 4),
+                         "test_recall@10": round(float(test["recall@10"].mean()), 4),
+                         "test_recall@20": round(float(test["recall@20"].mean()), 4)})
     name = "fusion_objectives" if precisions == ["float32"] else "fusion_precision"
     save_results(name, {"n_users": ds.n_users, "n_items": ds.n_items, "rows": rows}, load)
 

@@ -221,3 +221,18 @@ def test_a_ray_actor_analyses_on_the_cpus_it_was_granted():
         assert worker.describer.processes == 2
     finally:
         worker.describer.close()
+
+
+def test_a_dead_analysis_process_falls_back_to_this_process(tmp_path):
+    images = _images("synthetic", tmp_path)[:6]
+    expected = A.AttributesDescriber(max_labels=0, processes=1).describe(images)
+    describer = A.AttributesDescriber(max_labels=0, processes=2)
+    describer.load()
+    for pid in list(describer._pool._processes):  # what the out-of-memory killer would do
+        os.kill(pid, 9)
+    try:
+        with pytest.warns(RuntimeWarning, match="analysis process died"):
+            assert describer.describe(images) == expected
+        assert describer.processes == 1 and describer._pool is None
+    finally:
+        describer.close()

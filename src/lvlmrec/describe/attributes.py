@@ -31,7 +31,9 @@ import importlib.util
 import itertools
 import math
 import sys
+import warnings
 from concurrent.futures import Executor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -1031,7 +1033,14 @@ class AttributesDescriber(Describer):
         self._start_pool(workers)
         chunk = -(-len(images) // workers)  # one part per worker
         parts = [(images[i:i + chunk], *args) for i in range(0, len(images), chunk)]
-        return [attrs for part in self._pool.map(_analyse_images, parts) for attrs in part]
+        try:
+            return [attrs for part in self._pool.map(_analyse_images, parts) for attrs in part]
+        except BrokenProcessPool:  # a worker was killed (out of memory?): go on in-process
+            warnings.warn("describe.attributes: an analysis process died; analysing in this "
+                          "process from now on", RuntimeWarning, stacklevel=2)
+            self.close()
+            self.processes = 1
+            return [analyse_image(img, *args) for img in images]
 
     def _workers(self) -> int:
         if self.processes is not None:
