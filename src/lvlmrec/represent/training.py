@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import random
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -50,19 +51,66 @@ class EarlyStopping:
 
 
 def idle_cores() -> int:
-    """The granted cores that other processes leave idle (1-minute load average), at least
-    one: on a busy machine, threads that wait on each other cost far more than they gain
-    (docs/benchmarks.md, "CPU speed")."""
+    """The granted cores that other processes leave idle, at least one: on a busy machine,
+    threads that wait on each other cost far more than they gain (docs/benchmarks.md, "CPU
+    speed"). Measured as other processes' CPU time on the granted cores over a short window
+    (Linux `/proc/stat`, less this process's own time, so the work of a stage that just ran
+    here does not count, as it would in the load average); elsewhere the 1-minute load
+    average."""
     import os
 
     from lvlmrec.device import available_cpus
 
     cpus = available_cpus()
+    others = busy_elsewhere()
+    if others is None:
+        try:
+            others = max(0.0, os.getloadavg()[0] - 1)  # -1: this process's own share
+        except OSError:  # not available on this platform
+            return cpus
+    return max(1, min(cpus, math.floor(cpus - others + 0.5)))
+
+
+#: (perf_counter time, value) of the last `busy_elsewhere` sample: a search fitting many
+#: trials samples once every few seconds, not once per fit
+_BUSY_MEMO: list[tuple[float, float | None]] = []
+_BUSY_MEMO_SECONDS = 5.0
+
+
+def busy_elsewhere(window: float = 0.1) -> float | None:
+    """Cores' worth of CPU time that other processes used on this process's granted cores
+    over `window` seconds (Linux: `/proc/stat` less this process's own CPU time); None
+    where `/proc/stat` cannot be read."""
+    import os
+    import time
+
+    now = time.perf_counter()
+    if _BUSY_MEMO and now - _BUSY_MEMO[0][0] < _BUSY_MEMO_SECONDS:
+        return _BUSY_MEMO[0][1]
+    cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+
+    def busy_ticks() -> int:
+        total = 0
+        with open("/proc/stat") as f:
+            for line in f:
+                name, *fields = line.split()
+                if name.startswith("cpu") and name[3:].isdigit() and (
+                        cpus is None or int(name[3:]) in cpus):
+                    v = [int(x) for x in fields[:8]]
+                    # user, nice, system, irq, softirq, steal (a busy host): not idle/iowait
+                    total += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+        return total
+
     try:
-        load = os.getloadavg()[0]
-    except OSError:  # not available on this platform
-        return cpus
-    return max(1, min(cpus, round(cpus + 1 - load)))  # +1: this process's own share
+        ticks, own, start = busy_ticks(), time.process_time(), time.perf_counter()
+        time.sleep(window)
+        ticks, own, seconds = (busy_ticks() - ticks, time.process_time() - own,
+                               time.perf_counter() - start)
+        value: float | None = max(0.0, (ticks / os.sysconf("SC_CLK_TCK") - own) / seconds)
+    except (OSError, ValueError, IndexError, AttributeError):
+        value = None
+    _BUSY_MEMO[:] = [(time.perf_counter(), value)]
+    return value
 
 
 @contextlib.contextmanager
