@@ -13,7 +13,8 @@ posters (`/work/shared/data/movielens-100k-posters`, skipped when absent), it ti
 - `text_encode`: all-MiniLM-L6-v2 over the descriptions (each distinct text encoded once,
   as the encode stage does; `distinct_texts_per_s` is the model's own rate), and
   `text_encode_bfloat16`: the same with `encode.text_precision: bfloat16`, with the lowest
-  cosine between its embeddings and float32's.
+  cosine between its embeddings and float32's; `text_work`: tokens per text and the text
+  model's GFLOP/s next to a plain float32 matrix product's on this machine.
 
 Each row gives items/s of wall time and of process CPU time (CPU seconds are less
 sensitive to a busy machine than wall seconds), and the JSON (date, machine, load,
@@ -46,6 +47,32 @@ def rate(n: int, wall: float, cpu: float) -> dict:
     return {"items": n, "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
             "items_per_s": round(n / wall, 2) if wall else None,
             "items_per_cpu_s": round(n / cpu, 2) if cpu else None}
+
+
+def text_work(encoder, distinct: list[str], wall: float) -> dict:
+    """What float32 text encoding asks of the CPU: tokens per text and the model's
+    multiply-adds (the linear layers, and attention's two products, per layer and token),
+    as GFLOP/s over `wall`, next to what a plain float32 matrix product of the model's shape
+    reaches here (the ceiling for a compute-bound model)."""
+    import torch
+
+    model = encoder._load()
+    config = model[0].auto_model.config
+    h, ffn, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    tokens = np.array([len(ids) for ids in model.tokenizer(
+        distinct, truncation=True, max_length=model.max_seq_length)["input_ids"]])
+    macs = layers * (tokens * (4 * h * h + 2 * h * ffn) + 2 * tokens * tokens * h)
+    a, b = torch.randn(4096, h), torch.randn(h, ffn)
+    torch.mm(a, b)
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < 1.0:
+        torch.mm(a, b)
+        n += 1
+    matmul = 2 * 4096 * h * ffn * n / (time.perf_counter() - start) / 1e9
+    return {"mean_tokens_per_text": round(float(tokens.mean()), 1),
+            "gflop_per_text": round(2 * float(macs.mean()) / 1e9, 3),
+            "model_gflop_per_s": round(2 * float(macs.sum()) / wall / 1e9, 1),
+            "float32_matmul_gflop_per_s": round(matmul, 1)}
 
 
 def measure(paths: list[Path], tmp: Path, label: str) -> dict:
@@ -105,6 +132,10 @@ def measure(paths: list[Path], tmp: Path, label: str) -> dict:
     print(f"[{label}] text encoding: {n / w:.1f} texts/s ({distinct} distinct: "
           f"{distinct / w:.1f} distinct texts/s)", flush=True)
     out["distinct_descriptions"] = distinct
+    out["text_work"] = work = text_work(text_encoder, sorted(set(texts)), w)
+    print(f"[{label}] text model: {work['mean_tokens_per_text']} tokens per text, "
+          f"{work['model_gflop_per_s']} GFLOP/s; a float32 matrix product of its shape: "
+          f"{work['float32_matmul_gflop_per_s']} GFLOP/s", flush=True)
     # opt-in `encode.text_precision: bfloat16`: speed, and agreement with float32
     bf16_encoder = TextEncoder(device="cpu", precision="bfloat16")
     bf16_encoder.encode(texts[:16], show_progress_bar=False)

@@ -200,3 +200,25 @@ def test_rejects_too_few_interactions(tmp_path):
     with pytest.raises(ValueError, match="min_interactions"):
         generate_synthetic(tmp_path, n_items=30, n_users=10, min_interactions=2,
                            show_progress=False)
+
+
+def test_user_blocks_draw_what_one_array_would(monkeypatch):
+    """The study-sized catalog draws its interactions in blocks of users (memory); block
+    size changes nothing, and the demo's interactions are those drawn before blocks
+    existed (pinned)."""
+    from lvlmrec.data import synthetic
+
+    def tables(block: int) -> pd.DataFrame:
+        monkeypatch.setattr(synthetic, "_USER_BLOCK", block)
+        return synthetic.synthetic_tables(300, 250, seed=5)[1]
+
+    whole = tables(10_000)
+    for block in (1, 7, 64):
+        pd.testing.assert_frame_equal(tables(block), whole)
+    demo = synthetic.synthetic_tables(2000, 1500, seed=0)[1]
+    digest = hashlib.sha256(demo[["user_id", "item_id"]].to_numpy().tobytes()).hexdigest()
+    assert digest[:16] == DEMO_INTERACTIONS
+
+
+#: sha256 of the demo catalog's (user_id, item_id) pairs as drawn from one (users, items) array
+DEMO_INTERACTIONS = "7736044001605a2b"

@@ -171,6 +171,7 @@ SECOND_COLOUR_RATE = 0.45
 SECOND_COLOUR_WEIGHT = 0.3
 TITLE_COLOUR_RATE = 0.4
 SUPERSAMPLE = 2         # silhouettes are drawn at 2x and reduced, for smooth edges
+_USER_BLOCK = 512       # users whose item weights are held at once
 
 
 def describe_generative_model() -> str:
@@ -348,12 +349,16 @@ def _interactions(
     taste_col = _taste(rng, n_users, len(COLOURS))
     taste_pat = _taste(rng, n_users, len(PATTERNS))
 
-    colour_fit = taste_col[:, col]
+    popularity = POPULARITY_POWER * np.log(items["popularity"].to_numpy())
     two = col2 >= 0
-    colour_fit[:, two] = ((1 - SECOND_COLOUR_WEIGHT) * colour_fit[:, two]
-                          + SECOND_COLOUR_WEIGHT * taste_col[:, col2[two]])
-    log_w = (POPULARITY_POWER * np.log(items["popularity"].to_numpy())
-             + np.log(taste_cat[:, cat]) + np.log(colour_fit) + np.log(taste_pat[:, pat]))
+
+    def log_weights(users: slice) -> np.ndarray:
+        """log of each user's weight for each item: popularity and the three tastes."""
+        colour_fit = taste_col[users][:, col]
+        colour_fit[:, two] = ((1 - SECOND_COLOUR_WEIGHT) * colour_fit[:, two]
+                              + SECOND_COLOUR_WEIGHT * taste_col[users][:, col2[two]])
+        return (popularity + np.log(taste_cat[users][:, cat]) + np.log(colour_fit)
+                + np.log(taste_pat[users][:, pat]))
 
     # Overdispersed counts (negative binomial, shape 2) on top of the minimum, like real logs.
     extra_mean = max(mean_interactions - min_interactions, 0.0)
@@ -362,10 +367,21 @@ def _interactions(
     counts = np.minimum(min_interactions + extra, cap)
 
     # Gumbel top-k draws k items without replacement with probability proportional to weight.
-    keys = log_w + rng.gumbel(size=log_w.shape)
-    order = np.argsort(-keys, axis=1, kind="stable")
+    # Blocks of users keep memory at block x items (the study's 23k x 38k users x items would
+    # be 7 GB per array); the Gumbel noise is drawn block after block from the same stream,
+    # so the draws are those of one (users, items) array.
     user_ids = np.repeat(np.arange(n_users), counts)
-    item_ids = np.concatenate([order[u, :counts[u]] for u in range(n_users)])
+    chosen = []
+    for lo in range(0, n_users, _USER_BLOCK):
+        users = slice(lo, min(lo + _USER_BLOCK, n_users))
+        keys = log_weights(users)
+        keys += rng.gumbel(size=keys.shape)
+        top = np.argpartition(-keys, cap - 1, axis=1)[:, :cap] if cap < n_items else \
+            np.broadcast_to(np.arange(n_items), keys.shape)
+        ranked = np.take_along_axis(top, np.argsort(
+            -np.take_along_axis(keys, top, axis=1), axis=1, kind="stable"), axis=1)
+        chosen += [ranked[u, :c] for u, c in enumerate(counts[users])]
+    item_ids = np.concatenate(chosen)
     df = pd.DataFrame({"user_id": user_ids, "item_id": item_ids})
     return df.sort_values(["user_id", "item_id"], ignore_index=True)
 
