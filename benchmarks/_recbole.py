@@ -121,6 +121,13 @@ def read_log(path: str | Path) -> dict:
             "recbole_valid_recall@20_by_epoch": valid}
 
 
+def ran_to_the_end(epochs_run: int, best_epoch: int, epochs: int, patience: int) -> bool:
+    """Whether a run whose log shows `epochs_run` epochs ended on its own: all `epochs`
+    done, or RecBole's early stop (its `stopping_step` = `patience`: it stops once more than
+    that many validations in a row failed to improve on the best)."""
+    return epochs_run >= epochs or epochs_run - 1 - best_epoch > patience
+
+
 class _Plain(logging.Formatter):
     """RecBole's log lines without their colour codes."""
 
@@ -211,12 +218,15 @@ class RecBoleSASRec:
             config = Config(model="SASRec", dataset=DATASET, config_dict={
                 **self.config_dict(), "data_path": tmp, "checkpoint_dir": str(Path(tmp) / "saved")})
             init_seed(config["seed"], config["reproducibility"])
-            handler = None
+            # RecBole's epoch lines go to a file (read back into `log_`) and, verbose, stdout
+            log_file = Path(tmp) / "recbole_run.log"
+            handlers: list[logging.Handler] = [logging.FileHandler(log_file)]
             if self.verbose:
-                handler = logging.StreamHandler(sys.stdout)
+                handlers.append(logging.StreamHandler(sys.stdout))
+            for handler in handlers:
                 handler.setFormatter(_Plain("  recbole: %(message)s"))
                 logging.getLogger().addHandler(handler)
-                logging.getLogger().setLevel(logging.INFO)
+            logging.getLogger().setLevel(logging.INFO)
             try:
                 dataset = create_dataset(config)
                 train, valid, test = data_preparation(config, dataset)
@@ -236,8 +246,10 @@ class RecBoleSASRec:
                 self.recbole_test_ = {k: float(v) for k, v in trainer.evaluate(
                     test, load_best_model=False, show_progress=False).items()}
             finally:
-                if handler is not None:
+                for handler in handlers:
                     logging.getLogger().removeHandler(handler)
+                    handler.close()
+            self.log_ = read_log(log_file)
         self.model_ = model
         tokens = dataset.field2token_id["item_id"]
         # our item id -> RecBole's internal id (0 is its padding; -1: never seen)

@@ -114,12 +114,12 @@ def measure(paths: list[Path], tmp: Path, label: str) -> dict:
     print(f"[{label}] attributes describer: {n / w:.1f} items/s after the pass, "
           f"{n / full_w:.1f} items/s with it", flush=True)
 
-    _, w, c = timed(lambda: LocalEncoders(False, wd).images(encoder, paths))
-    out["image_encode_cached"] = rate(n, w, c)
+    _, cached_w, c = timed(lambda: LocalEncoders(False, wd).images(encoder, paths))
+    out["image_encode_cached"] = rate(n, cached_w, c)
     sub = paths[:min(n, 512)]
     _, w, c = timed(lambda: encoder.encode(sub, show_progress_bar=False))
     out["image_encode_separate"] = rate(len(sub), w, c)
-    print(f"[{label}] image encoding: {n / out['image_encode_cached']['wall_s']:.1f} images/s "
+    print(f"[{label}] image encoding: {n / cached_w:.1f} images/s "
           f"from the pass; {len(sub) / w:.1f} images/s on its own", flush=True)
 
     text_encoder = TextEncoder(device="cpu")

@@ -241,11 +241,15 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(model, _recbole.RecBoleSASRec):  # RecBole's own test figures too
             row["recbole_evaluator_test"] = {k: round(v, 4)
                                              for k, v in model.recbole_test_.items()}
+            # its epochs: this fit's own log, or the given log of the run that saved the
+            # checkpoint (then this process only ranked it: no fit time of its own)
+            epochs = model.log_ if args.recbole_log is None else _recbole.read_log(
+                args.recbole_log)
+            row.update(epochs)
             if args.recbole_checkpoint is not None:
-                row["stopped_by_hand"] = True
-                row["fit_seconds_all_candidates"] = None  # the stopped run's: see its epochs
-                if args.recbole_log is not None:
-                    row.update(_recbole.read_log(args.recbole_log))
+                row["fit_seconds_all_candidates"] = None
+            row["stopped_by_hand"] = not _recbole.ran_to_the_end(
+                epochs["epochs_run"], row["best_epoch"], model.epochs, model.patience)
         for k in KS:
             for metric in ("recall", "ndcg"):
                 m, se = mean_se(per_user[f"{metric}@{k}"].to_numpy())

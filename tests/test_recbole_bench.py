@@ -43,6 +43,8 @@ def test_recbole_sasrec_trains_on_our_split_and_is_ranked_by_our_evaluator(ds):
     model = _recbole.RecBoleSASRec(max_len=8, hidden=16, inner_size=16, epochs=2, patience=1,
                                    batch_size=256, verbose=False).fit(ds)  # checks the split
     assert model.best_epoch_ in (0, 1) and 0 <= model.valid_recall_ <= 1
+    # its own epochs, read back from RecBole's log
+    assert model.log_["epochs_run"] == len(model.log_["epoch_train_seconds"]) in (1, 2)
     assert set(model.recbole_test_) == {"recall@10", "recall@20", "ndcg@10", "ndcg@20"}
     history, order = ds.matrix(("train", "valid")), ds.order_matrix(("train", "valid"))
     users = np.arange(ds.n_users)
@@ -93,3 +95,11 @@ def test_goal_is_ours_at_least_recbole_minus_one_standard_error():
     far = bench.compare({"recall@20": theirs["recall@20"] - 2 * se}, theirs)["recall@20"]
     assert not far["at_least_recbole_minus_one_se"]
     assert far["difference_se"] == 0.0  # a constant shift: the paired difference has no spread
+
+
+def test_a_run_ran_to_the_end_when_all_epochs_ran_or_recbole_stopped_it():
+    # patience 3: RecBole stops once 4 validations in a row failed to beat the best
+    assert _recbole.ran_to_the_end(20, 17, epochs=20, patience=3)  # every epoch
+    assert _recbole.ran_to_the_end(13, 8, epochs=20, patience=3)  # 9..12 no better
+    assert not _recbole.ran_to_the_end(12, 8, epochs=20, patience=3)  # stopped by hand
+    assert not _recbole.ran_to_the_end(5, 4, epochs=20, patience=3)
