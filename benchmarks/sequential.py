@@ -18,10 +18,12 @@ on exactly this split (benchmarks/_recbole.py) and then ranked by the same evalu
 and `sasrec_id` ran together, the JSON's `recbole_comparison` holds the paired per-user
 difference for each metric and whether our SASRec is at least RecBole's minus one standard
 error (the issue's goal); when only `recbole_sasrec` ran, the comparison uses the JSON's
-`sasrec_id` row (means and standard errors, `paired: false`). One RecBole epoch is every
-prefix of every user: a run too long for the time at hand can be stopped by hand and its
-best-so-far checkpoint (RecBole's `saved/*.pth` in the run's temporary folder) ranked with
-`--recbole-checkpoint`, its log given with `--recbole-log` (its epochs go into the JSON).
+`sasrec_id` row (means and standard errors, `paired: false`). A RecBole fit records its
+epochs (from its own log) in the JSON. One RecBole epoch is every prefix of every user: a
+run too long for the time at hand can be stopped by hand, and the checkpoint it saved
+(RecBole's `saved/*.pth` in the run's temporary folder; copy it while the run lives) ranked
+with `--recbole-checkpoint`, the run's output given with `--recbole-log`: its epochs go into
+the JSON, and `stopped_by_hand` says whether it had ended on its own.
 
     python benchmarks/sequential.py                 # writes benchmarks/results/sequential.json
     python benchmarks/sequential.py --rows sasrec_id,recbole_sasrec --threads 1
@@ -190,10 +192,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", default="", help="comma-separated subset of rows")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--recbole-checkpoint", type=Path, default=None,
-                        help="score this best-so-far RecBole checkpoint instead of training "
-                        "(a run of recbole_sasrec stopped by hand; give its log too)")
+                        help="score this RecBole checkpoint instead of training (saved by "
+                        "an earlier run of recbole_sasrec; give its log too)")
     parser.add_argument("--recbole-log", type=Path, default=None,
-                        help="that stopped run's output: its epochs go into the JSON")
+                        help="that run's output: its epochs go into the JSON")
     parser.add_argument("--embedding-cache", type=Path, default=None,
                         help="a .npy to keep the text embedding in between runs")
     args = parser.parse_args(argv)

@@ -222,7 +222,7 @@ def fold_symmetric_padding(net: torch.nn.Module) -> int:
     """Let each convolution whose "same" padding is equal on all sides pad inside the
     convolution instead of in a separate zero-padding op (12 of EfficientNet-Lite0's 17
     padded convolutions: the stride-1 ones). The outputs are the same bits
-    (`tests/test_image_encoder.py`), one copy of the activations per layer fewer. Returns
+    (`tests/test_image_pass.py`), one copy of the activations per layer fewer. Returns
     the convolutions changed."""
     from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
 
