@@ -205,7 +205,7 @@ class Outline:
         """Plain words for its shape: "very tall", "wider at the base", "split at the
         base"... (the hole is said apart: "with a hole")."""
         words = []
-        if self.aspect >= _VERY_TALL or self.aspect >= _TALL:
+        if self.aspect >= _TALL:
             words.append("very tall" if self.aspect >= _VERY_TALL else "tall")
         elif 1 / self.aspect >= _WIDE:
             words.append("very wide" if 1 / self.aspect >= _VERY_WIDE else "wide")

@@ -22,7 +22,7 @@ from lvlmrec.errors import DataError
 from lvlmrec.evaluate.ranking import iter_topk, restrict_columns
 from lvlmrec.imageio import load_image
 from lvlmrec.represent.fit import load_model
-from lvlmrec.represent.sequential import ordered_rows
+from lvlmrec.represent.sequential import user_sequence
 from lvlmrec.workdir import Workdir
 
 
@@ -89,7 +89,7 @@ def build_case_studies(workdir: Workdir, ds: Dataset, per_user: pd.DataFrame,
         out.append(CaseStudy(
             user_id=user, reason=reason,
             history=(history[user].indices.tolist() if order is None else
-                     ordered_rows(order[user], order[user])[0][::-1].tolist()),
+                     user_sequence(history, order, user)[::-1].tolist()),
             targets=set(target[user].indices.tolist()),
             tops={name: [int(i) for i in tops[name][row] if i >= 0] for name in compare},
             values={name: float(values.loc[(name, user)]) for name in compare},

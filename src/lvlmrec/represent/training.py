@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import random
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -57,8 +59,6 @@ def idle_cores() -> int:
     (Linux `/proc/stat`, less this process's own time, so the work of a stage that just ran
     here does not count, as it would in the load average); elsewhere the 1-minute load
     average."""
-    import os
-
     from lvlmrec.device import available_cpus
 
     cpus = available_cpus()
@@ -81,9 +81,6 @@ def busy_elsewhere(window: float = 0.1) -> float | None:
     """Cores' worth of CPU time that other processes used on this process's granted cores
     over `window` seconds (Linux: `/proc/stat` less this process's own CPU time); None
     where `/proc/stat` cannot be read."""
-    import os
-    import time
-
     now = time.perf_counter()
     if _BUSY_MEMO and now - _BUSY_MEMO[0][0] < _BUSY_MEMO_SECONDS:
         return _BUSY_MEMO[0][1]
