@@ -111,6 +111,26 @@ def test_text_repeats_encoded_once_and_copied(text_encoder, monkeypatch):
     assert not out[3].any() and out[1].any()
 
 
+def test_text_batches_hold_like_token_lengths(text_encoder, monkeypatch):
+    """Batches are cut from the texts sorted by token count, longest first, not by
+    characters: "ok" * 9 is long in characters and short in tokens."""
+    texts = ["a red shirt", "okokokokokokokokok", "a long blue cotton shirt with white stripes",
+             "a hat", "a pair of black leather boots", "okokokokokokokokok now"]
+    alone = np.stack([text_encoder.encode([t], show_progress_bar=False)[0] for t in texts])
+    tokenizer = text_encoder._load().tokenizer
+    tokens = {t: len(tokenizer(t)["input_ids"]) for t in texts}
+    batches = []
+    real = text_encoder._load().encode
+    monkeypatch.setattr(text_encoder._load(), "encode",
+                        lambda sentences, **kw: (batches.append(list(sentences)),
+                                                 real(sentences, **kw))[1])
+    out = text_encoder.encode(texts, batch_size=2, show_progress_bar=False)
+    assert [len(b) for b in batches] == [2, 2, 2]
+    order = [tokens[t] for b in batches for t in b]
+    assert order == sorted(tokens.values(), reverse=True)
+    np.testing.assert_allclose(out, alone, atol=1e-5)
+
+
 def test_text_bfloat16_is_close_to_float32(text_encoder):
     texts = ["a red striped cotton shirt", "black leather boots", "a small blue handbag"]
     fp32 = text_encoder.encode(texts, show_progress_bar=False)

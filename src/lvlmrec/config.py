@@ -278,7 +278,7 @@ def hash_settings(cfg: DescribeConfig) -> str:
 class EncodeConfig(Section):
     text_model: str = "all-MiniLM-L6-v2"
     image_model: str = "efficientnet-lite0"
-    text_batch_size: int = Field(128, ge=1)
+    text_batch_size: int = Field(64, ge=1)  # texts of like token length per batch
     # bfloat16: the text model's matrix products in bfloat16 (opt-in; on CPUs with native
     # bfloat16 about twice the texts/s, embeddings within cosine 0.9999 of float32)
     text_precision: Literal["float32", "bfloat16"] = "float32"
