@@ -111,9 +111,26 @@ def test_text_repeats_encoded_once_and_copied(text_encoder, monkeypatch):
     assert not out[3].any() and out[1].any()
 
 
-def test_text_batches_hold_like_token_lengths(text_encoder, monkeypatch):
-    """Batches are cut from the texts sorted by token count, longest first, not by
-    characters: "ok" * 9 is long in characters and short in tokens."""
+def test_text_default_order_is_sentence_transformers_own(text_encoder):
+    """The default (`characters`) order gives the embeddings of earlier versions, bit for
+    bit: sentence-transformers' encode at 128 texts a batch."""
+    texts = [f"a {c} shirt with {n} buttons and a collar" * (n % 3 + 1)
+             for n, c in enumerate(["red", "green", "blue", "black"] * 40)]
+    st = text_encoder._load()
+    expected = st.encode(texts, batch_size=128, show_progress_bar=False,
+                         normalize_embeddings=True)
+    assert text_encoder.batch_size == 128
+    np.testing.assert_array_equal(text_encoder.encode(texts, show_progress_bar=False), expected)
+    with pytest.raises(LvlmrecError, match="order"):
+        TextEncoder(order="random")
+
+
+def test_text_token_order_batches_like_lengths(text_encoder, monkeypatch):
+    """In `tokens` order batches are cut from the texts sorted by token count, longest
+    first, not by characters: "ok" * 9 is long in characters and short in tokens."""
+    tokens_order = TextEncoder(device="cpu", order="tokens")
+    assert tokens_order.batch_size == 64
+    tokens_order._st = text_encoder._load()
     texts = ["a red shirt", "okokokokokokokokok", "a long blue cotton shirt with white stripes",
              "a hat", "a pair of black leather boots", "okokokokokokokokok now"]
     alone = np.stack([text_encoder.encode([t], show_progress_bar=False)[0] for t in texts])
@@ -124,7 +141,7 @@ def test_text_batches_hold_like_token_lengths(text_encoder, monkeypatch):
     monkeypatch.setattr(text_encoder._load(), "encode",
                         lambda sentences, **kw: (batches.append(list(sentences)),
                                                  real(sentences, **kw))[1])
-    out = text_encoder.encode(texts, batch_size=2, show_progress_bar=False)
+    out = tokens_order.encode(texts, batch_size=2, show_progress_bar=False)
     assert [len(b) for b in batches] == [2, 2, 2]
     order = [tokens[t] for b in batches for t in b]
     assert order == sorted(tokens.values(), reverse=True)

@@ -94,6 +94,8 @@ def _encode_texts(cfg: EncodeConfig, workdir: Workdir, ds: Dataset, console: Con
         model = {"model": cfg.text_model}
         if cfg.text_precision != "float32":  # float32 keys stay those of earlier versions
             model["precision"] = cfg.text_precision
+        if cfg.text_order != "characters":  # so do keys in the default order
+            model["order"] = cfg.text_order
         key = hash_obj({**model, "texts": hash_obj(texts)})
         meta = embedding_meta(workdir, name)
         if meta is None or meta.get("key") != key:
@@ -103,7 +105,7 @@ def _encode_texts(cfg: EncodeConfig, workdir: Workdir, ds: Dataset, console: Con
         outputs += [workdir.embedding_path(name), workdir.embedding_path(name).with_suffix(".json")]
     if pending:
         encoder = TextEncoder(cfg.text_model, device=cfg.device, batch_size=cfg.text_batch_size,
-                              precision=cfg.text_precision)
+                              precision=cfg.text_precision, order=cfg.text_order)
         console.print(f"  encoding {', '.join(pending)} texts with {cfg.text_model}")
         # a source with the same texts as another (`description` and the first describer's
         # `description:<name>`) is encoded once
@@ -112,7 +114,8 @@ def _encode_texts(cfg: EncodeConfig, workdir: Workdir, ds: Dataset, console: Con
         for source, (key, _) in pending.items():
             save_embedding(workdir, text_embedding_name(source), embeddings[key],
                            {"key": key, "model": encoder.model_id, "source": source,
-                            "normalised": True, "precision": cfg.text_precision})
+                            "normalised": True, "precision": cfg.text_precision,
+                            "order": cfg.text_order})
     return outputs
 
 

@@ -26,6 +26,13 @@ BUNDLED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 #: "bfloat16" runs the model under torch autocast: its matrix products in bfloat16 with
 #: float32 accumulation (benchmarks/cpu_stages.py measures speed and agreement)
 PRECISIONS = ("float32", "bfloat16")
+#: the order texts are cut into batches in: "characters" is sentence-transformers' own
+#: (longest first by characters; the embeddings of earlier versions, bit for bit);
+#: "tokens" puts texts of like token length together, longest first (see `length_order`)
+ORDERS = ("characters", "tokens")
+#: texts per batch when none is given: in token order, smaller batches keep a batch's
+#: activations in cache (benchmarks/cpu_stages.py)
+DEFAULT_BATCH = {"characters": 128, "tokens": 64}
 _BUNDLED_ALIASES = {"all-minilm-l6-v2", BUNDLED_MODEL.lower()}
 
 
@@ -40,15 +47,18 @@ class TextEncoder:
     """Encode texts into float32 sentence embeddings; the model loads on first use."""
 
     def __init__(
-        self, model: str = "all-MiniLM-L6-v2", device: str = "auto", batch_size: int = 64,
-        precision: str = "float32",
+        self, model: str = "all-MiniLM-L6-v2", device: str = "auto",
+        batch_size: int | None = None, precision: str = "float32", order: str = "characters",
     ):
         if precision not in PRECISIONS:
             raise LvlmrecError(f"text precision must be one of {PRECISIONS}, not {precision!r}")
+        if order not in ORDERS:
+            raise LvlmrecError(f"text order must be one of {ORDERS}, not {order!r}")
         self.model = model
         self.device = device
-        self.batch_size = batch_size
+        self.batch_size = batch_size or DEFAULT_BATCH[order]
         self.precision = precision
+        self.order = order
         self._bundled = model.strip().lower() in _BUNDLED_ALIASES
         self._st: SentenceTransformer | None = None
 
@@ -96,8 +106,7 @@ class TextEncoder:
         """Return a float32 (len(texts), dim) array; empty texts (and None/NaN) give zero rows.
 
         Each distinct text is encoded once and its row copied to every repeat: generated
-        descriptions repeat (the demo's attributes texts are about 65% distinct). Batches
-        hold texts of like token length, longest first (see `length_order`)."""
+        descriptions repeat (the demo's attributes texts are about 65% distinct)."""
         st = self._load()
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         rows_of: dict[str, list[int]] = {}
@@ -107,33 +116,45 @@ class TextEncoder:
         if not rows_of:
             return out
         import torch
-        from tqdm.auto import tqdm
 
-        distinct = list(rows_of)
-        order = length_order(st, distinct)
-        step = batch_size or self.batch_size
-        emb = np.empty((len(distinct), self.dim), dtype=np.float32)
+        distinct, step = list(rows_of), batch_size or self.batch_size
+        kwargs = {"show_progress_bar": show_progress_bar, "normalize_embeddings": normalize,
+                  "convert_to_numpy": True}
         with torch.autocast(st.device.type, dtype=torch.bfloat16,
-                            enabled=self.precision == "bfloat16"), \
-                tqdm(total=len(distinct), desc="texts", unit="text",
-                     disable=not show_progress_bar) as bar:
-            for start in range(0, len(order), step):
-                batch = order[start:start + step]
-                emb[batch] = st.encode([distinct[i] for i in batch], batch_size=len(batch),
-                                       show_progress_bar=False, normalize_embeddings=normalize,
-                                       convert_to_numpy=True)
-                bar.update(len(batch))
-        for row, rows in zip(emb, rows_of.values()):
+                            enabled=self.precision == "bfloat16"):
+            if self.order == "tokens":
+                emb = _encode_in_token_order(st, distinct, step, **kwargs)
+            else:
+                emb = st.encode(distinct, batch_size=step, **kwargs)
+        for row, rows in zip(emb.astype(np.float32, copy=False), rows_of.values()):
             out[rows] = row
         return out
+
+
+def _encode_in_token_order(st: SentenceTransformer, texts: list[str], batch_size: int,
+                           show_progress_bar: bool, **kwargs) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    order = length_order(st, texts)
+    parts = []
+    with tqdm(total=len(texts), desc="Batches", unit="text", disable=not show_progress_bar) as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            parts.append(st.encode([texts[i] for i in batch], batch_size=len(batch),
+                                   show_progress_bar=False, **kwargs))
+            bar.update(len(batch))
+    in_order = np.concatenate(parts)
+    emb = np.empty_like(in_order)
+    emb[order] = in_order
+    return emb
 
 
 def length_order(st: SentenceTransformer, texts: list[str]) -> np.ndarray:
     """Indices of `texts`, longest in tokens first (ties keep their order).
 
     A batch pads every text to its longest; sentence-transformers orders by characters,
-    which left about 14% of the demo's token positions as padding at 128 texts a batch.
-    Cut into batches in this order, padding is under 2% (benchmarks/cpu_stages.py)."""
+    which leaves some of a batch's token positions as padding (benchmarks/cpu_stages.py
+    measures the share in both orders)."""
     tokenizer = getattr(st, "tokenizer", None)
     if tokenizer is None:  # a model without a text tokenizer: characters, as before
         lengths = [len(t) for t in texts]
