@@ -133,6 +133,7 @@ class TextEncoder:
 
 def _encode_in_token_order(st: SentenceTransformer, texts: list[str], batch_size: int,
                            show_progress_bar: bool, **kwargs) -> np.ndarray:
+    """`st.encode` over batches cut in `length_order`, rows back in the texts' order."""
     from tqdm.auto import tqdm
 
     order = length_order(st, texts)
