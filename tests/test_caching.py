@@ -137,20 +137,29 @@ def test_new_description_set_refits_and_reevaluates(base, tmp_path):
                                metrics_before.loc["title_text", cols].to_numpy(float))
 
 
-@pytest.mark.parametrize("key, value", [("precision", "bfloat16"), ("order", "tokens")])
-def test_text_precision_or_order_reencodes_texts_but_not_images(base, tmp_path, key, value):
-    wd = _cp(base, tmp_path / value)
+def test_text_precision_reencodes_texts_but_not_images(base, tmp_path):
+    wd = _cp(base, tmp_path / "bf16")
     w = Workdir(wd)
-    text_path = w.embedding_path("text_description").with_suffix(".json")
-    before = json.loads(text_path.read_text())
     image_meta = json.loads(w.embedding_path("image_efficientnet").with_suffix(".json")
                             .read_text())
-    status = _run(_config(**{f"encode.text_{key}": value}), wd)
+    status = _run(_config(**{"encode.text_precision": "bfloat16"}), wd)
     assert status["describe"] == "skipped" and status["encode"] == "ran"
-    text_meta = json.loads(text_path.read_text())
-    assert text_meta[key] == value and text_meta["key"] != before["key"]
+    text_meta = json.loads(w.embedding_path("text_description").with_suffix(".json").read_text())
+    assert text_meta["precision"] == "bfloat16"
     again = json.loads(w.embedding_path("image_efficientnet").with_suffix(".json").read_text())
     assert again["key"] == image_meta["key"]
+
+
+def test_text_order_reuses_the_embeddings(base, tmp_path):
+    """`text_order` moves embeddings only by float rounding, like the batch size: the
+    stage reruns (its settings changed) and finds every embedding cached."""
+    wd = _cp(base, tmp_path / "tokens")
+    path = Workdir(wd).embedding_path("text_description")
+    before = (path.read_bytes(), path.with_suffix(".json").read_text())
+    status = _run(_config(**{"encode.text_order": "tokens"}), wd)
+    assert status["describe"] == "skipped" and status["encode"] == "ran"
+    assert (path.read_bytes(), path.with_suffix(".json").read_text()) == before
+    assert json.loads(before[1])["order"] == "characters"
 
 
 def test_a_changed_plugin_source_refits(base, tmp_path, monkeypatch):

@@ -94,8 +94,8 @@ def _encode_texts(cfg: EncodeConfig, workdir: Workdir, ds: Dataset, console: Con
         model = {"model": cfg.text_model}
         if cfg.text_precision != "float32":  # float32 keys stay those of earlier versions
             model["precision"] = cfg.text_precision
-        if cfg.text_order != "characters":  # so do keys in the default order
-            model["order"] = cfg.text_order
+        # the batch size, `text_order` and the engine move embeddings only by float
+        # rounding: not part of the key, so a workdir's embeddings serve any of them
         key = hash_obj({**model, "texts": hash_obj(texts)})
         meta = embedding_meta(workdir, name)
         if meta is None or meta.get("key") != key:
