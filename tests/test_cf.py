@@ -7,7 +7,7 @@ from lvlmrec.config import StrategyConfig
 from lvlmrec.represent.base import Recommender, TrainData
 from lvlmrec.represent.cf import (BPRMF, EmbeddingRecommender, LightGCN, NegativeSampler,
                                   bpr_loss, l2_penalty, propagate, recall_at_k)
-from lvlmrec.represent.graph import to_torch_sparse, user_item_adjacency
+from lvlmrec.represent.graph import SparseOperator, user_item_adjacency
 from lvlmrec.represent.registry import build
 
 
@@ -60,7 +60,7 @@ def test_propagate_is_mean_over_layers():
     ego = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
     dense = adj.toarray()
     expect = (ego + dense @ ego + dense @ dense @ ego) / 3
-    got = propagate(to_torch_sparse(adj), torch.from_numpy(ego), 2).numpy()
+    got = propagate(SparseOperator(adj), torch.from_numpy(ego), 2).numpy()
     np.testing.assert_allclose(got, expect, rtol=1e-5, atol=1e-6)
 
 

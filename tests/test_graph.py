@@ -3,7 +3,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from lvlmrec.represent.graph import (knn_graph, max_union, sym_normalise, to_torch_sparse,
+from lvlmrec.represent.graph import (SparseOperator, knn_graph, max_union, sym_normalise,
                                      user_item_adjacency)
 
 
@@ -110,10 +110,10 @@ def test_max_union_equals_dense_max_with_missing_as_minus_infinity():
     assert np.array_equal(fused.toarray() != 0, pattern)
 
 
-def test_to_torch_sparse_products_match_scipy():
+def test_sparse_operator_products_match_scipy():
     m = sym_normalise(_random_train())
     x = np.random.default_rng(5).normal(size=(m.shape[1], 3)).astype(np.float32)
-    got = (to_torch_sparse(m) @ torch.from_numpy(x)).numpy()
+    got = (SparseOperator(m) @ torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, m @ x, rtol=1e-5, atol=1e-6)
 
 
@@ -122,7 +122,7 @@ def test_sparse_operator_gradient_is_the_transpose_product():
     m = sp.random(7, 5, density=0.4, random_state=1, format="csr", dtype=np.float32)
     x = torch.randn(5, 3, dtype=torch.float32, requires_grad=True)
     w = torch.randn(7, 3)
-    ((to_torch_sparse(m) @ x) * w).sum().backward()
+    ((SparseOperator(m) @ x) * w).sum().backward()
     np.testing.assert_allclose(x.grad.numpy(), m.T @ w.numpy(), rtol=1e-5, atol=1e-6)
 
 

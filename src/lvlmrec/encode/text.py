@@ -138,7 +138,7 @@ def _encode_in_token_order(st: SentenceTransformer, texts: list[str], batch_size
 
     order = length_order(st, texts)
     parts = []
-    with tqdm(total=len(texts), desc="Batches", unit="text", disable=not show_progress_bar) as bar:
+    with tqdm(total=len(texts), desc="texts", unit="text", disable=not show_progress_bar) as bar:
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
             parts.append(st.encode([texts[i] for i in batch], batch_size=len(batch),

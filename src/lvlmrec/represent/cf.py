@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from lvlmrec.errors import StageError
 from lvlmrec.represent.base import (Recommender, TrainData, binary_csr, check_int,
                                      check_number)
-from lvlmrec.represent.graph import SparseOperator, to_torch_sparse, user_item_adjacency
+from lvlmrec.represent.graph import SparseOperator, user_item_adjacency
 from lvlmrec.represent.training import EarlyStopping, adam, cpu_threads, seed_everything
 from lvlmrec.workdir import atomic_path
 
@@ -574,7 +574,7 @@ class LightGCN(EmbeddingRecommender):
         self.seed = seed
 
     def build_module(self, data: TrainData) -> BPRModule:
-        adj = to_torch_sparse(user_item_adjacency(data.train), data.device)
+        adj = SparseOperator(user_item_adjacency(data.train), data.device)
         return _LightGCNNet(adj, data.n_users, data.n_items, self.embedding_dim,
                             self.n_layers, self.reg_weight)
 

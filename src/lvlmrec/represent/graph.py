@@ -151,7 +151,3 @@ def _torch_csr(csr: sp.csr_matrix, device: str | torch.device) -> torch.Tensor:
             torch.from_numpy(csr.data.astype(np.float32)), csr.shape, device=device,
             check_invariants=False)
 
-
-def to_torch_sparse(matrix: sp.spmatrix, device: str = "cpu") -> SparseOperator:
-    """A scipy matrix as a `SparseOperator` on `device` (float32): use it as `op @ dense`."""
-    return SparseOperator(matrix, device)

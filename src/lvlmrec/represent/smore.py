@@ -46,8 +46,7 @@ from lvlmrec.represent.base import TrainData
 from lvlmrec.represent.cf import (BPRModule, EmbeddingRecommender, bpr_loss, degree_scaled,
                                   ego_rows, fold_in_users, keep_graph_fold_in_state, l2_penalty,
                                   propagate, user_rows)
-from lvlmrec.represent.graph import (SparseOperator, knn_graph, max_union, to_torch_sparse,
-                                     user_item_adjacency)
+from lvlmrec.represent.graph import SparseOperator, knn_graph, max_union, user_item_adjacency
 
 
 def spectrum_fusion(vision: torch.Tensor, text: torch.Tensor, w_vision: torch.Tensor,
@@ -232,11 +231,11 @@ class SMORE(EmbeddingRecommender):
         return SMORENet(
             data.n_users,
             torch.from_numpy(text).to(device), torch.from_numpy(vision).to(device),
-            ui_adj=to_torch_sparse(ui_adj, device),
-            ui_block=to_torch_sparse(ui_adj[:data.n_users, data.n_users:], device),
-            text_adj=to_torch_sparse(text_adj, device),
-            vision_adj=to_torch_sparse(vision_adj, device),
-            fusion_adj=to_torch_sparse(max_union(text_adj, vision_adj), device),
+            ui_adj=SparseOperator(ui_adj, device),
+            ui_block=SparseOperator(ui_adj[:data.n_users, data.n_users:], device),
+            text_adj=SparseOperator(text_adj, device),
+            vision_adj=SparseOperator(vision_adj, device),
+            fusion_adj=SparseOperator(max_union(text_adj, vision_adj), device),
             dim=self.embedding_dim, n_ui_layers=self.n_ui_layers, n_layers=self.n_layers,
             dropout=self.dropout, reg_weight=self.reg_weight, cl_weight=self.cl_weight,
             temperature=self.temperature, train_features=self.train_features,
